@@ -1,0 +1,1 @@
+"""Object stores: resources with resource versions, change feeds and events."""

@@ -1,0 +1,361 @@
+"""The embedded platform's object store: one SQLite file, Kubernetes-like semantics.
+
+Every object has a `metadata.resourceVersion` drawn from one global counter, so a reader can
+ask for "everything that changed since version N" (the change feed the controller watches),
+and a write that carries a stale resourceVersion is refused with `ConflictError` — the
+controller and the CLI (separate processes) never overwrite each other. Spec writes and
+status writes are separate, like the Kubernetes status subresource: `update` keeps the
+stored status, `update_status` keeps the stored spec. A spec change bumps
+`metadata.generation`.
+
+SQLite in WAL mode lets the CLI read while the controller writes; `BEGIN IMMEDIATE` makes
+each write a serialised read-check-write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import builtins
+import copy
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+Obj = dict[str, Any]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    kind TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    rv INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (kind, namespace, name)
+);
+CREATE INDEX IF NOT EXISTS objects_rv ON objects (rv);
+CREATE TABLE IF NOT EXISTS tombstones (
+    kind TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    rv INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tombstones_rv ON tombstones (rv);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    type TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    time TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_object ON events (kind, namespace, name);
+INSERT OR IGNORE INTO counters (name, value) VALUES ('rv', 0);
+"""
+
+DEFAULT_NAMESPACE = "default"
+CLUSTER_SCOPED = frozenset({"ClusterAnalysisTemplate"})
+
+
+class StoreError(Exception):
+    """Base class of store errors."""
+
+
+class NotFoundError(StoreError):
+    pass
+
+
+class AlreadyExistsError(StoreError):
+    pass
+
+
+class ConflictError(StoreError):
+    """The object changed since it was read: read it again and retry."""
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str
+    namespace: str
+    name: str
+    rv: int
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    namespace: str
+    name: str
+    type: str
+    reason: str
+    message: str
+    time: str
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key(obj: Obj) -> tuple[str, str, str]:
+    kind = obj.get("kind")
+    meta = obj.get("metadata") or {}
+    name = meta.get("name")
+    if not kind or not name:
+        raise StoreError("object needs kind and metadata.name")
+    namespace = "" if kind in CLUSTER_SCOPED else (meta.get("namespace") or DEFAULT_NAMESPACE)
+    return str(kind), namespace, str(name)
+
+
+def _ns(kind: str, namespace: str | None) -> str:
+    return "" if kind in CLUSTER_SCOPED else (namespace or DEFAULT_NAMESPACE)
+
+
+class SqliteStore:
+    """A resource store in one SQLite file, safe to share between processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.executescript(_SCHEMA)
+        self._listeners: list[Callable[[Change], None]] = []
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def add_listener(self, listener: Callable[[Change], None]) -> None:
+        """Called after each write made through this instance (in-process fast path)."""
+        self._listeners.append(listener)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _next_rv(self, db: sqlite3.Connection) -> int:
+        db.execute("UPDATE counters SET value = value + 1 WHERE name = 'rv'")
+        row = db.execute("SELECT value FROM counters WHERE name = 'rv'").fetchone()
+        return int(row[0])
+
+    def _notify(self, change: Change) -> None:
+        for listener in list(self._listeners):
+            listener(change)
+
+    def _read(self, db: sqlite3.Connection, kind: str, namespace: str, name: str) -> Obj | None:
+        row = db.execute(
+            "SELECT body FROM objects WHERE kind = ? AND namespace = ? AND name = ?", (kind, namespace, name)
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def _put(self, db: sqlite3.Connection, obj: Obj) -> Obj:
+        kind, namespace, name = _key(obj)
+        rv = self._next_rv(db)
+        obj["metadata"]["resourceVersion"] = str(rv)
+        db.execute(
+            "INSERT OR REPLACE INTO objects (kind, namespace, name, rv, body) VALUES (?, ?, ?, ?, ?)",
+            (kind, namespace, name, rv, json.dumps(obj, separators=(",", ":"))),
+        )
+        return obj
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        with self._lock:
+            return self._read(self._db, kind, _ns(kind, namespace), name)
+
+    def must_get(self, kind: str, name: str, namespace: str | None = None) -> Obj:
+        obj = self.get(kind, name, namespace)
+        if obj is None:
+            where = f" in namespace {_ns(kind, namespace)}" if kind not in CLUSTER_SCOPED else ""
+            raise NotFoundError(f'{kind} "{name}" not found{where}')
+        return obj
+
+    def list(self, kind: str, namespace: str | None = None, labels: dict[str, str] | None = None) -> list[Obj]:
+        with self._lock:
+            if namespace is None:
+                rows = self._db.execute("SELECT body FROM objects WHERE kind = ? ORDER BY name", (kind,))
+            else:
+                rows = self._db.execute(
+                    "SELECT body FROM objects WHERE kind = ? AND namespace = ? ORDER BY name",
+                    (kind, _ns(kind, namespace)),
+                )
+            objs = [dict(json.loads(r[0])) for r in rows.fetchall()]
+        if labels:
+            objs = [
+                o
+                for o in objs
+                if all((o.get("metadata", {}).get("labels") or {}).get(k) == v for k, v in labels.items())
+            ]
+        return objs
+
+    def current_rv(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM counters WHERE name = 'rv'").fetchone()
+            return int(row[0])
+
+    def changes_since(self, rv: int) -> tuple[builtins.list[Change], int]:
+        """Objects written or deleted after `rv`, oldest first, and the newest version seen."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, namespace, name, rv, 0 FROM objects WHERE rv > ? "
+                "UNION ALL SELECT kind, namespace, name, rv, 1 FROM tombstones WHERE rv > ? ORDER BY 4",
+                (rv, rv),
+            ).fetchall()
+        changes = [Change(r[0], r[1], r[2], int(r[3]), bool(r[4])) for r in rows]
+        newest = max([rv, *(c.rv for c in changes)])
+        return changes, newest
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def create(self, obj: Obj) -> Obj:
+        obj = copy.deepcopy(obj)
+        kind, namespace, name = _key(obj)
+        meta = obj["metadata"]
+        if kind not in CLUSTER_SCOPED:
+            meta["namespace"] = namespace
+        with self._write() as db:
+            if self._read(db, kind, namespace, name) is not None:
+                raise AlreadyExistsError(f'{kind} "{name}" already exists')
+            meta["uid"] = str(uuid.uuid4())
+            meta["generation"] = 1
+            meta["creationTimestamp"] = now_rfc3339()
+            stored = self._put(db, obj)
+        self._notify(Change(kind, namespace, name, int(stored["metadata"]["resourceVersion"]), False))
+        return stored
+
+    def update(self, obj: Obj) -> Obj:
+        """Replace spec and metadata (not status); refused if resourceVersion is stale."""
+        return self._update(obj, status_only=False)
+
+    def update_status(self, obj: Obj) -> Obj:
+        """Replace status only (the status subresource); refused if resourceVersion is stale."""
+        return self._update(obj, status_only=True)
+
+    def _update(self, obj: Obj, *, status_only: bool) -> Obj:
+        obj = copy.deepcopy(obj)
+        kind, namespace, name = _key(obj)
+        with self._write() as db:
+            current = self._read(db, kind, namespace, name)
+            if current is None:
+                raise NotFoundError(f'{kind} "{name}" not found')
+            sent_rv = obj["metadata"].get("resourceVersion")
+            if sent_rv is not None and str(sent_rv) != current["metadata"]["resourceVersion"]:
+                raise ConflictError(
+                    f'{kind} "{name}" was changed by someone else (resourceVersion {sent_rv} is stale, '
+                    f"now {current['metadata']['resourceVersion']}): read it again and retry"
+                )
+            if status_only:
+                merged = current
+                if "status" in obj:
+                    merged["status"] = obj["status"]
+                else:
+                    merged.pop("status", None)
+            else:
+                merged = obj
+                for field in ("uid", "creationTimestamp", "generation"):
+                    if field in current["metadata"]:
+                        merged["metadata"][field] = current["metadata"][field]
+                if kind not in CLUSTER_SCOPED:
+                    merged["metadata"]["namespace"] = namespace
+                if "status" in current:
+                    merged["status"] = current["status"]
+                else:
+                    merged.pop("status", None)
+                if _spec_of(merged) != _spec_of(current):
+                    merged["metadata"]["generation"] = int(current["metadata"].get("generation", 1)) + 1
+            if merged == current:
+                return current
+            stored = self._put(db, merged)
+        self._notify(Change(kind, namespace, name, int(stored["metadata"]["resourceVersion"]), False))
+        return stored
+
+    def apply(self, obj: Obj) -> tuple[Obj, str]:
+        """Create, or replace spec/metadata of, an object from a manifest: ('created'|'configured'|'unchanged')."""
+        kind, namespace, name = _key(obj)
+        for _ in range(5):
+            current = self.get(kind, name, namespace)
+            if current is None:
+                try:
+                    return self.create(obj), "created"
+                except AlreadyExistsError:
+                    continue
+            desired = copy.deepcopy(obj)
+            desired.pop("status", None)
+            desired["metadata"] = {**current["metadata"], **desired["metadata"]}
+            desired["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            try:
+                stored = self.update(desired)
+            except ConflictError:
+                continue
+            same = stored["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
+            return stored, "unchanged" if same else "configured"
+        raise ConflictError(f'{kind} "{name}" kept changing while applying: try again')
+
+    def mutate(
+        self, kind: str, name: str, namespace: str | None, change: Callable[[Obj], None], *, status: bool = False
+    ) -> Obj:
+        """Read-modify-write with retries on conflict: `change` edits the object in place."""
+        for _ in range(10):
+            current = self.must_get(kind, name, namespace)
+            change(current)
+            try:
+                return self.update_status(current) if status else self.update(current)
+            except ConflictError:
+                continue
+        raise ConflictError(f'{kind} "{name}" kept changing: try again')
+
+    def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        ns = _ns(kind, namespace)
+        with self._write() as db:
+            if self._read(db, kind, ns, name) is None:
+                return False
+            rv = self._next_rv(db)
+            db.execute("DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?", (kind, ns, name))
+            db.execute("INSERT INTO tombstones (kind, namespace, name, rv) VALUES (?, ?, ?, ?)", (kind, ns, name, rv))
+        self._notify(Change(kind, ns, name, rv, True))
+        return True
+
+    # --- events ----------------------------------------------------------------------------
+
+    def record_event(self, kind: str, name: str, namespace: str | None, type_: str, reason: str, message: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO events (kind, namespace, name, type, reason, message, time) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (kind, _ns(kind, namespace), name, type_, reason, message, now_rfc3339()),
+            )
+
+    def events(self, kind: str, name: str, namespace: str | None = None, limit: int = 20) -> builtins.list[Event]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, namespace, name, type, reason, message, time FROM events "
+                "WHERE kind = ? AND namespace = ? AND name = ? ORDER BY id DESC LIMIT ?",
+                (kind, _ns(kind, namespace), name, limit),
+            ).fetchall()
+        return [Event(*r) for r in reversed(rows)]
+
+
+def _spec_of(obj: Obj) -> Any:
+    rest = {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+    return rest
