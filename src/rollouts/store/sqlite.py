@@ -14,8 +14,8 @@ each write a serialised read-check-write.
 
 from __future__ import annotations
 
-import contextlib
 import builtins
+import contextlib
 import copy
 import json
 import sqlite3
@@ -267,7 +267,7 @@ class SqliteStore:
                     f"now {current['metadata']['resourceVersion']}): read it again and retry"
                 )
             if status_only:
-                merged = current
+                merged = copy.deepcopy(current)
                 if "status" in obj:
                     merged["status"] = obj["status"]
                 else:

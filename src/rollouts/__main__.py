@@ -1,0 +1,3 @@
+from rollouts.cli.main import main
+
+main()

@@ -1,0 +1,479 @@
+"""The `rollouts` command, shaped like `kubectl argo rollouts`.
+
+Commands write intent (patches from `rollouts.ops.patches`) or read the store; the
+controller does the rest. Every failure is one line `error: …` and exit code 1 — bad input
+never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from rollouts import __version__
+from rollouts.cli.info import build_info, rollout_status
+from rollouts.cli.render import render_list, render_rollout
+from rollouts.config import default_state_path
+from rollouts.core.durations import DurationError, parse_go_duration
+from rollouts.ops import patches
+from rollouts.store.sqlite import ConflictError, SqliteStore, StoreError
+
+Obj = dict[str, Any]
+
+
+class CliError(click.ClickException):
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+def fail(message: str) -> NoReturn:
+    raise CliError(message)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SQLite state file of the embedded platform (default: $ROLLOUTS_STATE or the user state directory).",
+)
+@click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of the objects.")
+@click.pass_context
+def cli(ctx: click.Context, state: Path | None, namespace: str) -> None:
+    """Progressive delivery: canary and blue/green rollouts with automated analysis."""
+    ctx.obj = {"state": state or default_state_path(), "namespace": namespace}
+
+
+@contextmanager
+def open_store(ctx: click.Context) -> Iterator[SqliteStore]:
+    path: Path = ctx.obj["state"]
+    try:
+        store = SqliteStore(path)
+    except Exception as exc:
+        fail(f"cannot open state file {path}: {exc} (choose another with --state)")
+    try:
+        yield store
+    except StoreError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+
+
+def _get_rollout(store: SqliteStore, name: str, namespace: str) -> Obj:
+    obj = store.get("Rollout", name, namespace)
+    if obj is None:
+        fail(f'rollout "{name}" not found in namespace "{namespace}" (see `rollouts list rollouts`)')
+    return obj
+
+
+def _apply_patch(
+    store: SqliteStore, name: str, namespace: str, operation: Callable[[Obj], patches.Patch]
+) -> patches.Patch:
+    """Read, patch and write with the version read; retried when the controller wrote in between."""
+    for _ in range(10):
+        current = _get_rollout(store, name, namespace)
+        try:
+            patch = operation(current)
+        except patches.OperationError as exc:
+            fail(str(exc))
+        try:
+            if patch.spec:
+                written = store.update(patch.obj)
+                patch.obj["metadata"]["resourceVersion"] = written["metadata"]["resourceVersion"]
+            if patch.status:
+                store.update_status(patch.obj)
+            return patch
+        except ConflictError:
+            continue
+    fail(f'rollout "{name}" kept changing while writing: try again')
+
+
+# --- lint / apply ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("-f", "--filename", "files", multiple=True, required=True, help="Manifest file, directory or - (stdin).")
+@click.pass_context
+def lint(ctx: click.Context, files: tuple[str, ...]) -> None:
+    """Validate manifests as Argo Rollouts would; exit 1 on errors."""
+    from rollouts.model.lint import lint_documents
+    from rollouts.model.manifests import load_files
+
+    docs, load_findings = load_files(list(files))
+    report = lint_documents(docs, load_findings, known_from_store=_known_from_store(ctx))
+    for finding in report.findings:
+        click.echo(str(finding))
+    click.echo(report.summary())
+    if report.errors:
+        sys.exit(1)
+
+
+def _known_from_store(ctx: click.Context) -> Any:
+    from rollouts.model.validation import KnownObjects
+
+    path: Path = ctx.obj["state"]
+    if not path.exists():
+        return None
+    try:
+        store = SqliteStore(path)
+    except Exception:
+        return None
+    try:
+        namespace = ctx.obj["namespace"]
+        return KnownObjects(
+            services={o["metadata"]["name"] for o in store.list("Service", namespace)},
+            templates={o["metadata"]["name"] for o in store.list("AnalysisTemplate", namespace)},
+            cluster_templates={o["metadata"]["name"] for o in store.list("ClusterAnalysisTemplate")},
+        )
+    finally:
+        store.close()
+
+
+@cli.command()
+@click.option("-f", "--filename", "files", multiple=True, required=True, help="Manifest file, directory or - (stdin).")
+@click.pass_context
+def apply(ctx: click.Context, files: tuple[str, ...]) -> None:
+    """Create or update objects from manifests (refused, with nothing written, if any has errors)."""
+    from rollouts.model.lint import lint_documents
+    from rollouts.model.manifests import load_files
+
+    docs, load_findings = load_files(list(files))
+    report = lint_documents(docs, load_findings, known_from_store=_known_from_store(ctx))
+    errors = [f for f in report.findings if f.severity == "error"]
+    if errors:
+        for finding in errors:
+            click.echo(str(finding), err=True)
+        fail(f"{len(errors)} error(s) in the manifests: nothing was applied")
+    with open_store(ctx) as store:
+        for doc in docs:
+            if doc.resource is None:
+                continue
+            body = doc.resource.to_json()
+            body.pop("status", None) if body.get("kind") != "AnalysisRun" else None
+            meta = body.setdefault("metadata", {})
+            if body.get("kind") != "ClusterAnalysisTemplate":
+                meta.setdefault("namespace", ctx.obj["namespace"])
+            _, outcome = store.apply(body)
+            click.echo(f"{_resource_name(body)} {outcome}")
+
+
+def _resource_name(body: Obj) -> str:
+    kind = str(body.get("kind", "")).lower()
+    group = "argoproj.io" if str(body.get("apiVersion", "")).startswith("argoproj.io") else ""
+    return f"{kind}.{group}/{body['metadata']['name']}" if group else f"{kind}/{body['metadata']['name']}"
+
+
+@cli.command()
+@click.argument(
+    "kind",
+    type=click.Choice(["rollout", "rollouts", "ro", "service", "svc", "analysistemplate", "at", "analysisrun", "ar"]),
+)
+@click.argument("name")
+@click.pass_context
+def delete(ctx: click.Context, kind: str, name: str) -> None:
+    """Delete an object (a rollout's ReplicaSets, pods and runs go with it)."""
+    kinds = {
+        "rollout": "Rollout",
+        "rollouts": "Rollout",
+        "ro": "Rollout",
+        "service": "Service",
+        "svc": "Service",
+        "analysistemplate": "AnalysisTemplate",
+        "at": "AnalysisTemplate",
+        "analysisrun": "AnalysisRun",
+        "ar": "AnalysisRun",
+    }
+    with open_store(ctx) as store:
+        if not store.delete(kinds[kind], name, ctx.obj["namespace"]):
+            fail(f'{kinds[kind]} "{name}" not found')
+        click.echo(f'{kinds[kind].lower()} "{name}" deleted')
+
+
+# --- get / list / status ---------------------------------------------------------------------
+
+
+def _info(store: SqliteStore, ro: Obj) -> Any:
+    namespace = ro["metadata"].get("namespace", "default")
+    name = ro["metadata"]["name"]
+    rsets = [
+        rs
+        for rs in store.list("ReplicaSet", namespace)
+        if any(
+            o.get("kind") == "Rollout" and o.get("name") == name for o in rs["metadata"].get("ownerReferences") or []
+        )
+    ]
+    pods = store.list("Pod", namespace)
+    runs = store.list("AnalysisRun", namespace, {"rollout": name})
+    return build_info(ro, rsets, pods, runs)
+
+
+@cli.group()
+def get() -> None:
+    """Show one object in detail."""
+
+
+@get.command("rollout")
+@click.argument("name")
+@click.option("-w", "--watch", is_flag=True, help="Redraw on every change until interrupted.")
+@click.option("--timeout-seconds", type=float, default=0, help="With --watch: stop after this long (0 = never).")
+@click.pass_context
+def get_rollout(ctx: click.Context, name: str, watch: bool, timeout_seconds: float) -> None:
+    namespace = ctx.obj["namespace"]
+    with open_store(ctx) as store:
+        deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
+        last = None
+        while True:
+            ro = _get_rollout(store, name, namespace)
+            text = render_rollout(_info(store, ro), store.events("Rollout", name, namespace, limit=8))
+            if not watch:
+                click.echo(text)
+                return
+            if text != last:
+                click.echo("\x1b[2J\x1b[H" + text if sys.stdout.isatty() else text + "\n")
+                last = text
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            time.sleep(0.5)
+
+
+@get.command("analysisrun")
+@click.argument("name")
+@click.pass_context
+def get_analysisrun(ctx: click.Context, name: str) -> None:
+    with open_store(ctx) as store:
+        run = store.get("AnalysisRun", name, ctx.obj["namespace"])
+        if run is None:
+            fail(f'analysisrun "{name}" not found')
+        status = run.get("status") or {}
+        click.echo(f"Name:     {name}\nStatus:   {status.get('phase', 'Pending')}")
+        if status.get("message"):
+            click.echo(f"Message:  {status['message']}")
+        for result in status.get("metricResults") or []:
+            click.echo(
+                f"\nMetric:   {result['name']}  {result.get('phase')}  "
+                f"(successful {result.get('successful', 0)}, failed {result.get('failed', 0)}, "
+                f"error {result.get('error', 0)}, inconclusive {result.get('inconclusive', 0)})"
+            )
+            for m in result.get("measurements") or []:
+                click.echo(
+                    f"  {m.get('finishedAt') or m.get('startedAt', '')}  {m.get('phase'):<12} "
+                    f"{m.get('value', '')}  {m.get('message') or ''}".rstrip()
+                )
+
+
+@cli.group("list")
+def list_() -> None:
+    """List objects."""
+
+
+@list_.command("rollouts")
+@click.option("-A", "--all-namespaces", is_flag=True)
+@click.pass_context
+def list_rollouts(ctx: click.Context, all_namespaces: bool) -> None:
+    with open_store(ctx) as store:
+        rollouts = store.list("Rollout", None if all_namespaces else ctx.obj["namespace"])
+        if not rollouts:
+            click.echo("No rollouts found.")
+            return
+        click.echo(render_list([_info(store, ro) for ro in rollouts]))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-w", "--watch/--no-watch", default=True, help="Wait until the rollout is Healthy or Degraded.")
+@click.option("-t", "--timeout", default="0", help="Give up after this long (e.g. 90s, 5m; 0 = never).")
+@click.pass_context
+def status(ctx: click.Context, name: str, watch: bool, timeout: str) -> None:
+    """Print `Status - Message`; with --watch wait for Healthy (exit 0) or Degraded (exit 1)."""
+    try:
+        limit = parse_go_duration(timeout) if timeout not in ("0", "") else 0.0
+    except DurationError as exc:
+        fail(f"--timeout: {exc}")
+    namespace = ctx.obj["namespace"]
+    with open_store(ctx) as store:
+        deadline = time.monotonic() + limit if limit else None
+        last = None
+        while True:
+            phase, message = rollout_status(_get_rollout(store, name, namespace))
+            line = f"{phase} - {message}" if message else phase
+            if line != last:
+                click.echo(line)
+                last = line
+            if phase == "Healthy":
+                return
+            if phase == "Degraded":
+                sys.exit(1)
+            if not watch:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                fail(f'timed out after {timeout} waiting for rollout "{name}" to become Healthy (now {phase})')
+            time.sleep(0.25)
+
+
+# --- operations ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--full", is_flag=True, help="Skip all remaining steps, pauses and analysis.")
+@click.pass_context
+def promote(ctx: click.Context, name: str, full: bool) -> None:
+    """Move a paused rollout on (or, with --full, all the way)."""
+    with open_store(ctx) as store:
+        _apply_patch(store, name, ctx.obj["namespace"], lambda ro: patches.promote(ro, full=full))
+    click.echo(f"rollout '{name}' {'fully promoted' if full else 'promoted'}")
+
+
+@cli.command()
+@click.argument("name")
+@click.pass_context
+def abort(ctx: click.Context, name: str) -> None:
+    """Send all traffic back to stable and scale the update down."""
+    with open_store(ctx) as store:
+        _apply_patch(store, name, ctx.obj["namespace"], patches.abort)
+    click.echo(f"rollout '{name}' aborted")
+
+
+@cli.group()
+def retry() -> None:
+    """Retry an aborted rollout or experiment."""
+
+
+@retry.command("rollout")
+@click.argument("name")
+@click.pass_context
+def retry_rollout(ctx: click.Context, name: str) -> None:
+    with open_store(ctx) as store:
+        _apply_patch(store, name, ctx.obj["namespace"], patches.retry)
+    click.echo(f"rollout '{name}' retried")
+
+
+@cli.command()
+@click.argument("name")
+@click.pass_context
+def pause(ctx: click.Context, name: str) -> None:
+    """Pause a rollout (spec.paused)."""
+    with open_store(ctx) as store:
+        _apply_patch(store, name, ctx.obj["namespace"], patches.pause)
+    click.echo(f"rollout '{name}' paused")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-i", "--in", "in_", default="0s", help="Restart after this long (e.g. 10m).")
+@click.pass_context
+def restart(ctx: click.Context, name: str, in_: str) -> None:
+    """Restart the rollout's pods (spec.restartAt)."""
+    try:
+        delay = parse_go_duration(in_)
+    except DurationError as exc:
+        fail(f"--in: {exc}")
+    at = datetime.now(UTC) + timedelta(seconds=delay)
+    with open_store(ctx) as store:
+        _apply_patch(store, name, ctx.obj["namespace"], lambda ro: patches.restart(ro, at))
+    click.echo(f"rollout '{name}' restarts")
+
+
+@cli.group("set")
+def set_() -> None:
+    """Change a rollout's spec."""
+
+
+@set_.command("image")
+@click.argument("name")
+@click.argument("assignment", metavar="CONTAINER=IMAGE")
+@click.pass_context
+def set_image(ctx: click.Context, name: str, assignment: str) -> None:
+    """Ship a new image: a new revision that the strategy rolls out."""
+    container, sep, image = assignment.partition("=")
+    if not sep or not container or not image:
+        fail(f"expected CONTAINER=IMAGE, got {assignment!r} (e.g. api=ghcr.io/acme/api:v2)")
+    with open_store(ctx) as store:
+        _apply_patch(store, name, ctx.obj["namespace"], lambda ro: patches.set_image(ro, container, image))
+    click.echo(f'rollout "{name}" image updated')
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--admin-port", default=8090, show_default=True, help="Port of /metrics and /stats on 127.0.0.1.")
+@click.option(
+    "--prometheus", "prometheus_address", default=None, help="Default Prometheus address for metrics that name none."
+)
+@click.option("-v", "--verbose", is_flag=True)
+@click.pass_context
+def controller(ctx: click.Context, admin_port: int, prometheus_address: str | None, verbose: bool) -> None:
+    """Run the controller with the embedded platform (pods as local processes, built-in proxy)."""
+    from rollouts.platform.embedded.host import EmbeddedHost
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    async def main() -> None:
+        host = EmbeddedHost(ctx.obj["state"], admin_port=admin_port, prometheus_address=prometheus_address)
+        try:
+            await host.start()
+        except OSError as exc:
+            await host.close()
+            fail(f"cannot start: {exc} (is another controller running? choose --admin-port)")
+        click.echo(
+            f"controller running: state {ctx.obj['state']}, metrics http://127.0.0.1:{host.admin_port}/metrics",
+            err=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await host.close()
+
+    _run(main())
+
+
+@cli.command()
+@click.option(
+    "--fast/--real-time", default=True, help="Shorten pauses and analysis intervals so the demo takes ~1 minute."
+)
+@click.option("--keep-state", type=click.Path(path_type=Path), default=None, help="Keep the demo's state file here.")
+def demo(fast: bool, keep_state: Path | None) -> None:
+    """Run a real canary on this machine: v2 promoted, v3 rolled back by analysis."""
+    from rollouts.demo.runner import run_demo
+
+    code = _run(run_demo(fast=fast, state=keep_state))
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--short", is_flag=True)
+def version(short: bool) -> None:
+    """Print the version."""
+    click.echo(__version__ if short else f"rollouts: v{__version__}")
+
+
+def _run(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,240 @@
+"""Reconciling one Rollout: observe, plan (pure core), act through the platform, write status once.
+
+The order is Argo's: read the rollout and what it owns, let the planner decide, carry out
+the actions (traffic and Service changes are carried out in the order planned, so traffic
+leaves a revision before that revision is scaled down), then write the status only if it
+changed, with the resourceVersion that was read — a concurrent CLI write wins and the
+rollout is simply reconciled again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from rollouts.analysis.build import build_analysis_run
+from rollouts.analysis.errors import AnalysisBuildError
+from rollouts.controller.references import missing_references
+from rollouts.core import plan as p
+from rollouts.core.planner import plan
+from rollouts.model.analysis import AnalysisRun, AnalysisTemplate, Argument, ClusterAnalysisTemplate
+from rollouts.model.meta import OwnerReference
+from rollouts.model.rollout import AnalysisTemplateRef, Rollout, RolloutStatus
+from rollouts.platform.protocols import Platform
+from rollouts.store.protocol import ResourceStore
+
+log = logging.getLogger(__name__)
+
+ROLLOUT_LABEL = "rollout"
+RUN_TYPE_LABEL = "rollout-type"
+STEP_INDEX_LABEL = "step-index"
+HASH_LABEL = "rollouts-pod-template-hash"
+REVISION_ANNOTATION = "rollout.argoproj.io/revision"
+
+
+@dataclass
+class Outcome:
+    requeue_after: float | None
+    wrote_status: bool
+
+
+class RolloutReconciler:
+    def __init__(self, store: ResourceStore, platform: Platform, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.platform = platform
+        self.clock = clock
+
+    def reconcile(self, namespace: str, name: str) -> Outcome:
+        raw = self.store.get("Rollout", name, namespace)
+        if raw is None:
+            self._collect_garbage(namespace, name)
+            return Outcome(None, False)
+        try:
+            rollout = Rollout.model_validate(raw)
+        except ValidationError as exc:
+            return self._write_invalid(raw, f"the manifest does not parse: {exc.errors()[0]['msg']}")
+        invalid = self.platform.unsupported(rollout) or missing_references(rollout, self.store, self.platform.services)
+        snapshot = p.Snapshot(
+            rollout=rollout,
+            replica_sets=tuple(self.platform.workloads.replica_sets(rollout)),
+            runs=tuple(self._runs(namespace, name)),
+            now=self.clock(),
+            invalid_spec=invalid,
+        )
+        result = plan(snapshot)
+        for action in result.actions:
+            self._act(rollout, action)
+        wrote = self._write_status(raw, result.status)
+        return Outcome(result.requeue_after, wrote)
+
+    # --- observe ---------------------------------------------------------------------------
+
+    def _runs(self, namespace: str, rollout: str) -> list[p.RunView]:
+        views = []
+        for raw in self.store.list("AnalysisRun", namespace, {ROLLOUT_LABEL: rollout}):
+            labels = raw["metadata"].get("labels") or {}
+            status = raw.get("status") or {}
+            step = labels.get(STEP_INDEX_LABEL)
+            views.append(
+                p.RunView(
+                    name=raw["metadata"]["name"],
+                    kind=labels.get(RUN_TYPE_LABEL, ""),
+                    pod_hash=labels.get(HASH_LABEL, ""),
+                    step_index=int(step) if step is not None and step.isdigit() else None,
+                    phase=status.get("phase") or "Pending",
+                    message=status.get("message") or "",
+                    terminating=bool((raw.get("spec") or {}).get("terminate")),
+                )
+            )
+        return views
+
+    # --- act -------------------------------------------------------------------------------
+
+    def _act(self, rollout: Rollout, action: p.Action) -> None:
+        namespace = rollout.metadata.namespace or "default"
+        workloads = self.platform.workloads
+        match action:
+            case p.CreateReplicaSet():
+                workloads.create_replica_set(
+                    rollout, action.name, action.pod_hash, action.revision, action.replicas, action.template
+                )
+            case p.ScaleReplicaSet():
+                workloads.scale_replica_set(namespace, action.name, action.replicas)
+            case p.SetScaleDownDeadline():
+                workloads.set_scale_down_deadline(namespace, action.name, action.at)
+            case p.DeleteReplicaSet():
+                workloads.delete_replica_set(namespace, action.name)
+            case p.PointService():
+                self.platform.services.point(namespace, action.service, action.pod_hash)
+            case p.SetCanaryWeight():
+                self.platform.traffic.set_weight(
+                    namespace,
+                    rollout.metadata.name,
+                    action.stable_service,
+                    action.canary_service,
+                    action.canary_hash,
+                    action.weight,
+                )
+            case p.CreateAnalysisRun():
+                self._create_run(rollout, action)
+            case p.TerminateAnalysisRun():
+                self._terminate_run(namespace, action.name)
+            case p.RecordEvent():
+                self.store.record_event(
+                    "Rollout", rollout.metadata.name, namespace, action.type, action.reason, action.message
+                )
+
+    def _lookup(
+        self, namespace: str
+    ) -> Callable[[AnalysisTemplateRef], AnalysisTemplate | ClusterAnalysisTemplate | None]:
+        def lookup(ref: AnalysisTemplateRef) -> AnalysisTemplate | ClusterAnalysisTemplate | None:
+            if ref.cluster_scope:
+                raw = self.store.get("ClusterAnalysisTemplate", ref.template_name)
+                return ClusterAnalysisTemplate.model_validate(raw) if raw else None
+            raw = self.store.get("AnalysisTemplate", ref.template_name, namespace)
+            return AnalysisTemplate.model_validate(raw) if raw else None
+
+        return lookup
+
+    def _create_run(self, rollout: Rollout, action: p.CreateAnalysisRun) -> None:
+        namespace = rollout.metadata.namespace or "default"
+        lookup = self._lookup(namespace)
+        labels = {
+            **dict(action.labels),
+            **((rollout.spec.selector.match_labels or {}) if rollout.spec.selector else {}),
+            ROLLOUT_LABEL: rollout.metadata.name,
+            RUN_TYPE_LABEL: action.kind,
+            HASH_LABEL: action.pod_hash,
+        }
+        if action.step_index is not None:
+            labels[STEP_INDEX_LABEL] = str(action.step_index)
+        annotations = {**dict(action.annotations), REVISION_ANNOTATION: str(action.revision)}
+        owner = OwnerReference(
+            api_version="argoproj.io/v1alpha1",
+            kind="Rollout",
+            name=rollout.metadata.name,
+            uid=rollout.metadata.uid or "",
+            controller=True,
+        )
+        try:
+            templates = []
+            for ref in action.templates:
+                found = lookup(ref)
+                if found is None:
+                    raise AnalysisBuildError(f'analysis template "{ref.template_name}" not found')
+                templates.append(found)
+            run = build_analysis_run(
+                name=action.name,
+                namespace=namespace,
+                templates=templates,
+                args=[Argument(name=n, value=v) for n, v in action.args],
+                lookup=lookup,
+                labels=labels,
+                annotations=annotations,
+                owner=owner,
+                dry_run=action.dry_run,
+                measurement_retention=action.measurement_retention,
+            )
+            body = run.to_json()
+        except AnalysisBuildError as exc:
+            # Argo records an errored run so the rollout aborts with the reason.
+            body = AnalysisRun.model_validate(
+                {
+                    "metadata": {
+                        "name": action.name,
+                        "namespace": namespace,
+                        "labels": labels,
+                        "annotations": annotations,
+                        "ownerReferences": [owner.to_json()],
+                    },
+                    "spec": {"metrics": []},
+                    "status": {"phase": "Error", "message": str(exc)},
+                }
+            ).to_json()
+            status = body.pop("status")
+            created = self.store.create(body)
+            created["status"] = status
+            self.store.update_status(created)
+            return
+        self.store.create(body)
+
+    def _terminate_run(self, namespace: str, name: str) -> None:
+        def change(run: dict[str, Any]) -> None:
+            run.setdefault("spec", {})["terminate"] = True
+
+        self.store.mutate("AnalysisRun", name, namespace, change)
+
+    # --- status ----------------------------------------------------------------------------
+
+    def _write_status(self, raw: dict[str, Any], status: RolloutStatus) -> bool:
+        new = status.to_json()
+        if raw.get("status") == new:
+            return False
+        raw = dict(raw)
+        raw["status"] = new
+        self.store.update_status(raw)
+        return True
+
+    def _write_invalid(self, raw: dict[str, Any], message: str) -> Outcome:
+        status = dict(raw.get("status") or {})
+        status["phase"] = "Degraded"
+        status["message"] = f"InvalidSpec: {message}"
+        if raw.get("status") == status:
+            return Outcome(None, False)
+        raw = dict(raw)
+        raw["status"] = status
+        self.store.update_status(raw)
+        return Outcome(None, True)
+
+    def _collect_garbage(self, namespace: str, name: str) -> None:
+        """The rollout is gone: delete what it owned (Kubernetes does this by owner references)."""
+        for kind in ("ReplicaSet", "AnalysisRun"):
+            for obj in self.store.list(kind, namespace):
+                owners = obj["metadata"].get("ownerReferences") or []
+                if any(o.get("kind") == "Rollout" and o.get("name") == name for o in owners):
+                    self.store.delete(kind, obj["metadata"]["name"], namespace)

@@ -1,0 +1,306 @@
+"""Canary planning: step progression, weights, replica counts, analysis, promotion, abort.
+
+A linear pipeline in the manner of Argo's `rolloutCanary`: settle the revision, then either
+hold the stable revision (initial deploy, fast rollback), unwind an aborted update, or move
+the update through its steps. The embedded proxy and NGINX are traffic routers, so replica
+counts follow the traffic-routed arithmetic (`replicas.traffic_routed_counts`): the stable
+ReplicaSet stays at full size and the canary is sized from the weight or setCanaryScale.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from rollouts.core import defaults
+from rollouts.core.context import PAUSE_CANARY_STEP, PAUSE_INCONCLUSIVE, Reconcile
+from rollouts.core.durations import DurationError, parse_pause_duration
+from rollouts.core.plan import RUN_BACKGROUND, RUN_STEP, PointService, RunView, SetCanaryWeight
+from rollouts.model.rollout import (
+    CanaryStatus,
+    CanaryStep,
+    CanaryStrategy,
+    SetCanaryScale,
+    TrafficWeights,
+    WeightDestination,
+)
+
+
+def current_set_weight(steps: list[CanaryStep], index: int | None, *, aborted: bool = False) -> int:
+    """Argo's GetCurrentSetWeight: the last setWeight at or before the current step."""
+    if aborted:
+        return 0
+    if index is None or index >= len(steps):
+        return 100
+    for step in reversed(steps[: index + 1]):
+        if step.set_weight is not None:
+            return step.set_weight
+    return 0
+
+
+def current_canary_scale(steps: list[CanaryStep], index: int | None) -> SetCanaryScale | None:
+    """The setCanaryScale in force: sticky until a later one sets matchTrafficWeight."""
+    if index is None:
+        return None
+    for step in reversed(steps[: min(index, len(steps) - 1) + 1] if steps else []):
+        if step.set_canary_scale is not None:
+            return None if step.set_canary_scale.match_traffic_weight else step.set_canary_scale
+    return None
+
+
+def traffic_routed_canary_replicas(replicas: int, weight: int, scale: SetCanaryScale | None) -> int:
+    """Canary size with a traffic router: from setCanaryScale if set, else from the weight (rounded up)."""
+    if scale is not None and scale.replicas is not None:
+        return scale.replicas
+    percent = scale.weight if scale is not None and scale.weight is not None else weight
+    return min(replicas, math.ceil(replicas * percent / 100)) if percent < 100 else replicas
+
+
+def plan_canary(ctx: Reconcile) -> None:
+    canary = ctx.rollout.spec.strategy.canary
+    assert canary is not None
+    steps = canary.steps or []
+    status = ctx.status
+    if status.current_pod_hash != ctx.new_hash:
+        if ctx.stable_hash is not None and ctx.new_hash != ctx.stable_hash:
+            ctx.start_update()
+        else:
+            status.current_pod_hash = ctx.new_hash
+    if ctx.stable_hash is None or ctx.new_hash == ctx.stable_hash:
+        _hold_stable(ctx, canary, steps)
+        return
+    ctx.ensure_new_rs(0)
+    if status.abort:
+        _unwind_abort(ctx, canary)
+        return
+    _progress(ctx, canary, steps)
+
+
+def _services(ctx: Reconcile, canary: CanaryStrategy, stable_hash: str, canary_hash: str, weight: int) -> None:
+    if canary.stable_service:
+        ctx.plan.actions.append(PointService(canary.stable_service, stable_hash))
+        ctx.plan.actions.append(SetCanaryWeight(canary.stable_service, canary.canary_service, canary_hash, weight))
+    if canary.canary_service:
+        ctx.plan.actions.append(PointService(canary.canary_service, canary_hash))
+    ctx.status.canary = ctx.status.canary or CanaryStatus()
+    ctx.status.canary.weights = TrafficWeights(
+        canary=WeightDestination(weight=weight, service_name=canary.canary_service, pod_template_hash=canary_hash),
+        stable=WeightDestination(
+            weight=100 - weight, service_name=canary.stable_service, pod_template_hash=stable_hash
+        ),
+        verified=True,
+    )
+
+
+def _current_weight(ctx: Reconcile) -> int:
+    weights = ctx.status.canary.weights if ctx.status.canary else None
+    return weights.canary.weight if weights is not None else 0
+
+
+def _hold_stable(ctx: Reconcile, canary: CanaryStrategy, steps: list[CanaryStep]) -> None:
+    """No update in flight: the current template is the stable revision (first deploy or rollback to it)."""
+    status = ctx.status
+    rolled_back = status.stable_rs is not None and (
+        bool(status.abort) or (status.current_step_index is not None and status.current_step_index < len(steps))
+    )
+    rs = ctx.ensure_new_rs(ctx.replicas)
+    ctx.scale(rs, ctx.replicas)
+    ctx.cancel_scale_down(rs)
+    _services(ctx, canary, ctx.new_hash, ctx.new_hash, 0)
+    if rolled_back:
+        ctx.terminate_runs()
+        ctx.finish("FastRolledBack")
+        ctx.plan.event("RolloutCompleted", f"Rolled back to stable revision {rs.revision}")
+    status.stable_rs = ctx.new_hash
+    status.current_step_index = len(steps)
+    status.abort = None
+    status.aborted_at = None
+    status.promote_full = None
+    ctx.clear_pauses()
+    if status.canary is not None:
+        status.canary.current_step_analysis_run_status = None
+        status.canary.current_background_analysis_run_status = None
+    delay = defaults.scale_down_delay_seconds(canary)
+    ctx.scale_down_old((ctx.new_hash,), delay, canary.scale_down_delay_revision_limit)
+    ctx.trim_history((ctx.new_hash,))
+
+
+def _unwind_abort(ctx: Reconcile, canary: CanaryStrategy) -> None:
+    """Aborted: all traffic back to stable at once; the canary is scaled down after the abort delay."""
+    status = ctx.status
+    assert ctx.stable_hash is not None
+    ctx.note_abort()
+    _services(ctx, canary, ctx.stable_hash, ctx.new_hash, 0)
+    ctx.scale(ctx.stable_rs, ctx.replicas)
+    ctx.cancel_scale_down(ctx.stable_rs)
+    ctx.terminate_runs()
+    status.current_step_index = 0
+    ctx.clear_pauses()
+    ctx.finish("Aborted")
+    delay = defaults.abort_scale_down_delay_seconds(canary)
+    if delay < 0:
+        ctx.scale(ctx.new_rs, 0)
+    elif delay > 0 and ctx.new_rs is not None and ctx.new_rs.replicas > 0:
+        due = ctx.aborted_since() + timedelta(seconds=delay)
+        if due <= ctx.now:
+            ctx.scale(ctx.new_rs, 0)
+        else:
+            ctx.plan.requeue((due - ctx.now).total_seconds())
+    ctx.scale_down_old((ctx.new_hash, ctx.stable_hash), 0, None)
+
+
+def _progress(ctx: Reconcile, canary: CanaryStrategy, steps: list[CanaryStep]) -> None:
+    status = ctx.status
+    assert ctx.stable_hash is not None and ctx.new_rs is not None
+    index = status.current_step_index or 0
+    if status.promote_full:
+        index = len(steps)
+        status.current_step_index = index
+    halted = bool(ctx.rollout.spec.paused)
+
+    # Replica counts and traffic follow the step we are on.
+    weight = current_set_weight(steps, index)
+    scale = current_canary_scale(steps, index)
+    canary_replicas = traffic_routed_canary_replicas(ctx.replicas, weight, scale)
+    ctx.scale(ctx.new_rs, canary_replicas)
+    ctx.scale(ctx.stable_rs, ctx.replicas)
+    ctx.cancel_scale_down(ctx.stable_rs)
+    ctx.cancel_scale_down(ctx.new_rs)
+    ready = ctx.new_rs.available >= canary_replicas and ctx.new_rs.replicas >= canary_replicas
+    applied = _current_weight(ctx)
+    # Never send more traffic to the canary than its available pods can take.
+    target = weight if (weight <= applied or ready) else applied
+    _services(ctx, canary, ctx.stable_hash, ctx.new_hash, target)
+    ctx.scale_down_old(
+        (ctx.new_hash, ctx.stable_hash),
+        defaults.scale_down_delay_seconds(canary),
+        canary.scale_down_delay_revision_limit,
+    )
+
+    if _background_analysis(ctx, canary, index):
+        if status.abort:
+            _unwind_abort(ctx, canary)
+        return
+    if index >= len(steps):
+        if ready and not halted:
+            _promote(ctx, canary)
+        return
+    if halted:
+        return
+    step = steps[index]
+    done = _step_done(ctx, step, index, ready and target == weight)
+    if status.abort:
+        # The failing verdict and the traffic shift back to stable happen in one reconcile.
+        _unwind_abort(ctx, canary)
+        return
+    if done:
+        status.current_step_index = index + 1
+        if status.canary is not None:
+            status.canary.current_step_analysis_run_status = None
+        ctx.plan.event("RolloutStepCompleted", f"Rollout step {index + 1}/{len(steps)} completed ({_describe(step)})")
+        ctx.plan.requeue(0)
+
+
+def _step_done(ctx: Reconcile, step: CanaryStep, index: int, at_weight: bool) -> bool:
+    if step.set_weight is not None or step.set_canary_scale is not None:
+        return at_weight
+    if step.pause is not None:
+        return _pause_done(ctx, step)
+    if step.analysis is not None:
+        return _step_analysis_done(ctx, step, index)
+    # setHeaderRoute / setMirrorRoute complete at once (routes are applied by the router).
+    return True
+
+
+def _pause_done(ctx: Reconcile, step: CanaryStep) -> bool:
+    assert step.pause is not None
+    if ctx.user_resumed():
+        ctx.clear_pauses()
+        return True
+    condition = ctx.add_pause(PAUSE_CANARY_STEP)
+    if step.pause.duration is None:
+        return False
+    try:
+        seconds = parse_pause_duration(step.pause.duration)
+    except DurationError:
+        return False
+    remaining = (ctx.pause_started(condition) + timedelta(seconds=seconds) - ctx.now).total_seconds()
+    if remaining <= 0:
+        ctx.clear_pauses()
+        return True
+    ctx.plan.requeue(remaining)
+    return False
+
+
+def _step_analysis_done(ctx: Reconcile, step: CanaryStep, index: int) -> bool:
+    assert step.analysis is not None
+    status = ctx.status
+    status.canary = status.canary or CanaryStatus()
+    slot = status.canary.current_step_analysis_run_status
+    name, run = ctx.ensure_run(slot.name if slot else None, RUN_STEP, step.analysis, str(index), index)
+    status.canary.current_step_analysis_run_status = ctx.run_status(name, run)
+    return _consume_run(ctx, run, "Step-based")
+
+
+def _background_analysis(ctx: Reconcile, canary: CanaryStrategy, index: int) -> bool:
+    """Start/track background analysis; True when it aborted or paused the rollout this reconcile."""
+    analysis = canary.analysis
+    if analysis is None or not analysis.templates or index < (analysis.starting_step or 0):
+        return False
+    status = ctx.status
+    status.canary = status.canary or CanaryStatus()
+    slot = status.canary.current_background_analysis_run_status
+    name, run = ctx.ensure_run(slot.name if slot else None, RUN_BACKGROUND, analysis, None, None)
+    status.canary.current_background_analysis_run_status = ctx.run_status(name, run)
+    if run is None or run.phase in ("Pending", "Running", "Successful"):
+        return False
+    _consume_run(ctx, run, "Background")
+    return True
+
+
+def _consume_run(ctx: Reconcile, run: RunView | None, label: str) -> bool:
+    """Map a run's phase onto the rollout (reference b.7): True when the analysis passed."""
+    if run is None:
+        return False
+    if run.phase == "Successful":
+        return True
+    if run.phase in ("Failed", "Error"):
+        detail = f"{label} analysis phase {run.phase.lower()}: {run.message}".rstrip(": ")
+        ctx.abort(f"RolloutAborted: Rollout aborted update to revision {ctx.new_revision()}: {detail}")
+        ctx.plan.requeue(0)
+        return False
+    if run.phase == "Inconclusive":
+        ctx.add_pause(PAUSE_INCONCLUSIVE)
+    return False
+
+
+def _promote(ctx: Reconcile, canary: CanaryStrategy) -> None:
+    status = ctx.status
+    assert ctx.stable_rs is not None
+    _services(ctx, canary, ctx.new_hash, ctx.new_hash, 0)
+    ctx.terminate_runs()
+    completion = "FastPromoted" if status.promote_full else "Promoted"
+    ctx.finish(completion)
+    status.stable_rs = ctx.new_hash
+    status.promote_full = None
+    ctx.clear_pauses()
+    if status.canary is not None:
+        status.canary.current_background_analysis_run_status = None
+        status.canary.current_step_analysis_run_status = None
+    ctx.plan.event(
+        "RolloutCompleted",
+        f"Rollout completed update to revision {ctx.new_revision()}: "
+        f"{ctx.new_rs.name if ctx.new_rs else ''} promoted to stable",
+    )
+    ctx.plan.requeue(0)
+
+
+def _describe(step: CanaryStep) -> str:
+    if step.set_weight is not None:
+        return f"setWeight: {step.set_weight}"
+    if step.pause is not None:
+        return f"pause: {step.pause.duration}" if step.pause.duration is not None else "pause"
+    if step.analysis is not None:
+        names = ", ".join(t.template_name for t in step.analysis.templates or [])
+        return f"analysis: {names}"
+    return ", ".join(step.kinds())

@@ -1,0 +1,325 @@
+"""The per-reconcile context shared by the canary and blue/green planners.
+
+Like Argo's `rolloutContext`, it holds what was observed (the rollout, its ReplicaSets and
+AnalysisRuns, `now`) and what this reconcile decides (the new status and the actions). The
+strategy modules are linear pipelines over it; everything here is pure.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from rollouts.core import defaults
+from rollouts.core.hashing import HASH_LABEL, pod_template_hash
+from rollouts.core.plan import (
+    CreateAnalysisRun,
+    CreateReplicaSet,
+    DeleteReplicaSet,
+    Plan,
+    ReplicaSetView,
+    RunView,
+    ScaleReplicaSet,
+    SetScaleDownDeadline,
+    Snapshot,
+    TerminateAnalysisRun,
+)
+from rollouts.core.timeutil import parse_rfc3339, to_rfc3339
+from rollouts.model.rollout import (
+    PauseCondition,
+    Rollout,
+    RolloutAnalysis,
+    RolloutAnalysisRunStatus,
+    RolloutDuration,
+    RolloutStatus,
+)
+
+# Pause reasons (reference c: the code's names, not the spec doc's).
+PAUSE_CANARY_STEP = "CanaryPauseStep"
+PAUSE_BLUE_GREEN = "BlueGreenPause"
+PAUSE_INCONCLUSIVE = "InconclusiveAnalysisRun"
+
+
+class Reconcile:
+    """Inputs and outputs of one reconcile of one rollout."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+        self.rollout: Rollout = snap.rollout
+        self.now: datetime = snap.now
+        self.status: RolloutStatus = (snap.rollout.status or RolloutStatus()).model_copy(deep=True)
+        self.plan = Plan(self.status)
+        self.replicas = defaults.replicas(self.rollout)
+        template = self.rollout.spec.template
+        self.template: dict[str, Any] = template.to_json() if template else {}
+        self.new_hash = pod_template_hash(self.template, self.status.collision_count or 0)
+        self.new_rs = snap.rs_by_hash(self.new_hash)
+        self.stable_hash = self.status.stable_rs
+        self.stable_rs = snap.rs_by_hash(self.stable_hash)
+
+    # --- names -----------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.rollout.metadata.name
+
+    def rs_name(self, pod_hash: str) -> str:
+        return f"{self.name}-{pod_hash}"
+
+    def new_revision(self) -> int:
+        if self.new_rs is not None:
+            return self.new_rs.revision
+        return max((rs.revision for rs in self.snap.replica_sets), default=0) + 1
+
+    def others(self, *keep: str | None) -> list[ReplicaSetView]:
+        return [rs for rs in self.snap.replica_sets if rs.pod_hash not in keep]
+
+    # --- replica sets ----------------------------------------------------------------------
+
+    def ensure_new_rs(self, replicas: int) -> ReplicaSetView:
+        """The ReplicaSet of the current template, created (at `replicas`) if missing."""
+        if self.new_rs is not None:
+            return self.new_rs
+        revision = self.new_revision()
+        template = json.loads(json.dumps(self.template))
+        labels = template.setdefault("metadata", {}).setdefault("labels", {})
+        labels[HASH_LABEL] = self.new_hash
+        name = self.rs_name(self.new_hash)
+        self.plan.actions.append(CreateReplicaSet(name, self.new_hash, revision, replicas, template))
+        self.plan.event("NewReplicaSetCreated", f"Created ReplicaSet {name} (revision {revision}) with size {replicas}")
+        self.new_rs = ReplicaSetView(name, self.new_hash, revision, replicas, 0, 0, template)
+        return self.new_rs
+
+    def scale(self, rs: ReplicaSetView | None, replicas: int) -> None:
+        if rs is None or rs.replicas == replicas:
+            return
+        self.plan.actions.append(ScaleReplicaSet(rs.name, replicas))
+        direction = "up" if replicas > rs.replicas else "down"
+        self.plan.event(
+            "ScalingReplicaSet",
+            f"Scaled {direction} ReplicaSet {rs.name} (revision {rs.revision}) from {rs.replicas} to {replicas}",
+        )
+
+    def scale_down_old(self, keep: tuple[str | None, ...], delay_seconds: int, revision_limit: int | None) -> None:
+        """Old ReplicaSets go to 0: at once, or after `delay_seconds` (a deadline annotation)."""
+        lingering = sorted(
+            (rs for rs in self.others(*keep) if rs.replicas > 0), key=lambda rs: rs.revision, reverse=True
+        )
+        for index, rs in enumerate(lingering):
+            over_limit = revision_limit is not None and index >= revision_limit
+            if delay_seconds <= 0 or over_limit:
+                self.scale(rs, 0)
+                continue
+            if rs.scale_down_at is None:
+                at = self.now + timedelta(seconds=delay_seconds)
+                self.plan.actions.append(SetScaleDownDeadline(rs.name, at))
+                self.plan.requeue(delay_seconds)
+            elif rs.scale_down_at <= self.now:
+                self.scale(rs, 0)
+                self.plan.actions.append(SetScaleDownDeadline(rs.name, None))
+            else:
+                self.plan.requeue((rs.scale_down_at - self.now).total_seconds())
+
+    def cancel_scale_down(self, rs: ReplicaSetView | None) -> None:
+        if rs is not None and rs.scale_down_at is not None:
+            self.plan.actions.append(SetScaleDownDeadline(rs.name, None))
+
+    def trim_history(self, keep: tuple[str | None, ...]) -> None:
+        """Delete idle old ReplicaSets beyond revisionHistoryLimit, oldest first."""
+        idle = sorted(
+            (rs for rs in self.others(*keep) if rs.replicas == 0 and rs.available == 0), key=lambda rs: rs.revision
+        )
+        excess = len(idle) - defaults.revision_history_limit(self.rollout)
+        for rs in idle[: max(0, excess)]:
+            self.plan.actions.append(DeleteReplicaSet(rs.name))
+
+    # --- pauses ----------------------------------------------------------------------------
+
+    def pause_condition(self, reason: str) -> PauseCondition | None:
+        return next((c for c in self.status.pause_conditions or [] if c.reason == reason), None)
+
+    def add_pause(self, reason: str) -> PauseCondition:
+        existing = self.pause_condition(reason)
+        if existing is not None:
+            return existing
+        condition = PauseCondition(reason=reason, start_time=to_rfc3339(self.now))
+        self.status.pause_conditions = [*(self.status.pause_conditions or []), condition]
+        self.status.controller_pause = True
+        self.plan.event("RolloutPaused", f"Rollout is paused ({reason})")
+        return condition
+
+    def clear_pauses(self) -> None:
+        self.status.pause_conditions = None
+        self.status.controller_pause = None
+
+    def pause_started(self, condition: PauseCondition) -> datetime:
+        return parse_rfc3339(condition.start_time) or self.now
+
+    def user_resumed(self) -> bool:
+        """Promote clears pauseConditions but leaves controllerPause: the pause is over."""
+        return bool(self.status.controller_pause) and not self.status.pause_conditions
+
+    # --- analysis --------------------------------------------------------------------------
+
+    def run_name(self, suffix: str | None) -> str:
+        base = f"{self.name}-{self.new_hash}-{self.new_revision()}"
+        return base if suffix is None else f"{base}-{suffix}"
+
+    def run(self, name: str) -> RunView | None:
+        return next((r for r in self.snap.runs if r.name == name), None)
+
+    def ensure_run(
+        self, current: str | None, kind: str, analysis: RolloutAnalysis, suffix: str | None, step: int | None
+    ) -> tuple[str, RunView | None]:
+        """The run this rollout currently tracks in a status slot, or a new one.
+
+        `current` is the run name recorded in status. With none recorded, a run is created
+        under Argo's name (`<rollout>-<hash>-<revision>[-<suffix>]`), with `.N` added when a
+        run of that name exists already (e.g. the failed run of an update that was retried).
+        Returns (name, the observed run or None while it is not yet observed).
+        """
+        if current is not None:
+            return current, self.run(current)
+        base = self.run_name(suffix)
+        name = base
+        taken = {r.name for r in self.snap.runs}
+        attempt = 0
+        while name in taken:
+            attempt += 1
+            name = f"{base}.{attempt}"
+        metadata = analysis.analysis_run_metadata
+        self.plan.actions.append(
+            CreateAnalysisRun(
+                name=name,
+                kind=kind,
+                pod_hash=self.new_hash,
+                revision=self.new_revision(),
+                step_index=step,
+                templates=tuple(analysis.templates or ()),
+                args=tuple(self.resolve_args(analysis)),
+                dry_run=tuple(analysis.dry_run or ()),
+                measurement_retention=tuple(analysis.measurement_retention or ()),
+                labels=tuple(sorted(((metadata and metadata.labels) or {}).items())),
+                annotations=tuple(sorted(((metadata and metadata.annotations) or {}).items())),
+            )
+        )
+        self.plan.event("AnalysisRunCreated", f"Created {kind} AnalysisRun {name}")
+        return name, None
+
+    def resolve_args(self, analysis: RolloutAnalysis) -> list[tuple[str, str]]:
+        """Rollout-side args: plain values, podTemplateHashValue, or a fieldRef into the rollout."""
+        resolved: list[tuple[str, str]] = []
+        for arg in analysis.args or []:
+            if arg.value is not None:
+                resolved.append((arg.name, arg.value))
+            elif arg.value_from is not None and arg.value_from.pod_template_hash_value is not None:
+                which = arg.value_from.pod_template_hash_value
+                resolved.append((arg.name, (self.stable_hash or "") if which == "Stable" else self.new_hash))
+            elif arg.value_from is not None and arg.value_from.field_ref is not None:
+                value = _field_path(self.rollout.to_json(), arg.value_from.field_ref.field_path)
+                if value is not None:
+                    resolved.append((arg.name, value))
+        return resolved
+
+    def terminate_runs(self, keep: set[str] | None = None) -> None:
+        for run in self.snap.runs:
+            if run.completed or run.terminating or (keep and run.name in keep):
+                continue
+            self.plan.actions.append(TerminateAnalysisRun(run.name))
+
+    @staticmethod
+    def run_status(name: str, run: RunView | None) -> RolloutAnalysisRunStatus:
+        phase = run.phase if run is not None else "Pending"
+        message = (run.message or None) if run is not None else None
+        return RolloutAnalysisRunStatus(name=name, status=phase, message=message)
+
+    # --- outcome ---------------------------------------------------------------------------
+
+    def start_update(self) -> None:
+        """A new revision became current: reset step progress and start the clock."""
+        previous = self.status.current_pod_hash
+        self.status.current_pod_hash = self.new_hash
+        self.status.current_step_index = 0 if self.has_steps() else None
+        self.status.abort = None
+        self.status.aborted_at = None
+        self.status.promote_full = None
+        self.clear_pauses()
+        if previous is not None and self.stable_hash is not None and previous != self.stable_hash:
+            self.finish("Superseded", record=False)
+        self.status.duration = RolloutDuration(rollout_started_at=to_rfc3339(self.now))
+        self.plan.event("RolloutUpdated", f"Rollout updated to revision {self.new_revision()}")
+
+    def has_steps(self) -> bool:
+        canary = self.rollout.spec.strategy.canary
+        return canary is not None
+
+    def finish(self, completion: str, *, record: bool = True) -> None:
+        duration = self.status.duration or RolloutDuration()
+        if duration.completion_status is not None and duration.finished_at is not None:
+            return
+        duration.finished_at = to_rfc3339(self.now)
+        duration.completion_status = completion
+        self.status.duration = duration
+
+    def abort(self, message: str) -> None:
+        """Abort the update: the strategies route traffic back to stable on this same reconcile."""
+        if self.status.abort:
+            return
+        self.status.abort = True
+        self.status.aborted_at = to_rfc3339(self.now)
+        self.status.message = message
+        self.plan.event("RolloutAborted", message, "Warning")
+
+    def note_abort(self) -> None:
+        """An abort written by a user (status.abort) gets its time and Argo's message on first sight."""
+        if self.status.aborted_at is None:
+            self.status.aborted_at = to_rfc3339(self.now)
+            self.plan.event("RolloutAborted", f"Rollout aborted update to revision {self.new_revision()}", "Warning")
+        if not (self.status.message or "").startswith("RolloutAborted"):
+            self.status.message = f"RolloutAborted: Rollout aborted update to revision {self.new_revision()}"
+
+    def aborted_since(self) -> datetime:
+        return parse_rfc3339(self.status.aborted_at) or self.now
+
+
+def _field_path(document: dict[str, Any], path: str) -> str | None:
+    """Walk `metadata.labels['env']` / `spec.template.metadata.labels.version` to a primitive."""
+    node: Any = document
+    for part in _split_path(path):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    if isinstance(node, dict | list) or node is None:
+        return None
+    if isinstance(node, bool):
+        return "true" if node else "false"
+    return str(node)
+
+
+def _split_path(path: str) -> list[str]:
+    parts: list[str] = []
+    buf = ""
+    i = 0
+    while i < len(path):
+        ch = path[i]
+        if ch == ".":
+            if buf:
+                parts.append(buf)
+            buf = ""
+        elif ch == "[":
+            if buf:
+                parts.append(buf)
+            end = path.index("]", i)
+            parts.append(path[i + 1 : end].strip("'\""))
+            buf = ""
+            i = end
+        else:
+            buf += ch
+        i += 1
+    if buf:
+        parts.append(buf)
+    return parts

@@ -1,0 +1,165 @@
+"""The planning core's inputs and outputs.
+
+A reconcile observes a `Snapshot` (the rollout, its ReplicaSets, its AnalysisRuns, the time)
+and the strategy planners return a `Plan`: the new status and the `Action`s that make the
+platform match it. Planners are pure; the controller carries out actions through platform
+adapters, then writes the status once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rollouts.model.rollout import AnalysisTemplateRef, DryRun, MeasurementRetention, Rollout, RolloutStatus
+
+# AnalysisRun kinds, as in the `rollout-type` label.
+RUN_STEP = "Step"
+RUN_BACKGROUND = "Background"
+RUN_PRE = "PrePromotion"
+RUN_POST = "PostPromotion"
+
+
+@dataclass(frozen=True)
+class ReplicaSetView:
+    name: str
+    pod_hash: str
+    revision: int
+    replicas: int
+    ready: int
+    available: int
+    template: dict[str, Any]
+    scale_down_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RunView:
+    name: str
+    kind: str
+    pod_hash: str
+    step_index: int | None
+    phase: str
+    message: str = ""
+    terminating: bool = False
+
+    @property
+    def completed(self) -> bool:
+        return self.phase in ("Successful", "Failed", "Error", "Inconclusive")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    rollout: Rollout
+    replica_sets: tuple[ReplicaSetView, ...]
+    runs: tuple[RunView, ...]
+    now: datetime
+    invalid_spec: str | None = None
+
+    def rs_by_hash(self, pod_hash: str | None) -> ReplicaSetView | None:
+        if pod_hash is None:
+            return None
+        return next((rs for rs in self.replica_sets if rs.pod_hash == pod_hash), None)
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateReplicaSet:
+    name: str
+    pod_hash: str
+    revision: int
+    replicas: int
+    template: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ScaleReplicaSet:
+    name: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class SetScaleDownDeadline:
+    """Mark an old ReplicaSet to be scaled down at `at` (None clears the mark)."""
+
+    name: str
+    at: datetime | None
+
+
+@dataclass(frozen=True)
+class DeleteReplicaSet:
+    name: str
+
+
+@dataclass(frozen=True)
+class PointService:
+    """Select the pods of revision `pod_hash` behind `service`."""
+
+    service: str
+    pod_hash: str
+
+
+@dataclass(frozen=True)
+class SetCanaryWeight:
+    """Send `weight` % of the stable service's traffic to the canary service's pods."""
+
+    stable_service: str
+    canary_service: str | None
+    canary_hash: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class CreateAnalysisRun:
+    name: str
+    kind: str
+    pod_hash: str
+    revision: int
+    step_index: int | None
+    templates: tuple[AnalysisTemplateRef, ...]
+    args: tuple[tuple[str, str], ...]
+    dry_run: tuple[DryRun, ...] = ()
+    measurement_retention: tuple[MeasurementRetention, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class TerminateAnalysisRun:
+    name: str
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    type: str
+    reason: str
+    message: str
+
+
+Action = (
+    CreateReplicaSet
+    | ScaleReplicaSet
+    | SetScaleDownDeadline
+    | DeleteReplicaSet
+    | PointService
+    | SetCanaryWeight
+    | CreateAnalysisRun
+    | TerminateAnalysisRun
+    | RecordEvent
+)
+
+
+@dataclass
+class Plan:
+    status: RolloutStatus
+    actions: list[Action] = field(default_factory=list)
+    requeue_after: float | None = None
+
+    def requeue(self, seconds: float) -> None:
+        if self.requeue_after is None or seconds < self.requeue_after:
+            self.requeue_after = max(0.0, seconds)
+
+    def event(self, reason: str, message: str, type_: str = "Normal") -> None:
+        self.actions.append(RecordEvent(type_, reason, message))

@@ -1,0 +1,138 @@
+"""Entry point of the planning core: one pure function from a Snapshot to a Plan.
+
+`plan(snapshot)` runs the strategy pipeline, then fills in what every strategy shares:
+replica counts, observedGeneration, conditions and the phase. It performs no I/O and reads
+time only from `snapshot.now`, so every behaviour is testable with tables and a fixed clock.
+"""
+
+from __future__ import annotations
+
+from rollouts.core.bluegreen import plan_blue_green
+from rollouts.core.canary import plan_canary
+from rollouts.core.context import Reconcile
+from rollouts.core.phase import HEALTHY, rollout_phase
+from rollouts.core.plan import Plan, Snapshot
+from rollouts.core.timeutil import to_rfc3339
+from rollouts.model.rollout import Condition, RolloutStatus
+
+
+def plan(snap: Snapshot) -> Plan:
+    ctx = Reconcile(snap)
+    status = ctx.status
+    if snap.invalid_spec is not None:
+        _set_condition(ctx, "InvalidSpec", "True", "InvalidSpec", snap.invalid_spec)
+    else:
+        _drop_condition(status, "InvalidSpec")
+        if ctx.rollout.spec.strategy.blue_green is not None:
+            plan_blue_green(ctx)
+        elif ctx.rollout.spec.strategy.canary is not None:
+            plan_canary(ctx)
+    _replica_counts(ctx)
+    generation = ctx.rollout.metadata.generation
+    status.observed_generation = str(generation) if generation is not None else None
+    _conditions(ctx)
+    result = rollout_phase(ctx.rollout, status)
+    if status.phase != result.phase and result.phase == HEALTHY:
+        ctx.plan.event("RolloutHealthy", "Rollout is healthy")
+    status.phase = result.phase
+    status.message = result.message or None
+    return ctx.plan
+
+
+def _replica_counts(ctx: Reconcile) -> None:
+    status = ctx.status
+    sets = ctx.snap.replica_sets
+    status.replicas = sum(rs.replicas for rs in sets)
+    status.ready_replicas = sum(rs.ready for rs in sets)
+    status.available_replicas = sum(rs.available for rs in sets)
+    status.hpa_replicas = status.replicas
+    new = ctx.snap.rs_by_hash(ctx.new_hash)
+    status.updated_replicas = new.replicas if new is not None else 0
+    selector = ctx.rollout.spec.selector
+    labels = (selector.match_labels or {}) if selector else {}
+    status.selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or None
+
+
+def _conditions(ctx: Reconcile) -> None:
+    status = ctx.status
+    available = (status.available_replicas or 0) >= ctx.replicas
+    _set_condition(
+        ctx,
+        "Available",
+        "True" if available else "False",
+        "AvailableReason",
+        "Rollout has minimum availability" if available else "Rollout does not have minimum availability",
+    )
+    if status.abort:
+        _set_condition(ctx, "Progressing", "False", "RolloutAborted", status.message or "Rollout aborted update")
+    elif status.pause_conditions or ctx.rollout.spec.paused:
+        _set_condition(ctx, "Progressing", "Unknown", "RolloutPaused", "Rollout is paused")
+    elif status.stable_rs == ctx.new_hash and (status.available_replicas or 0) >= ctx.replicas:
+        _set_condition(
+            ctx,
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            f'ReplicaSet "{ctx.rs_name(ctx.new_hash)}" has successfully progressed.',
+        )
+    else:
+        _set_condition(
+            ctx, "Progressing", "True", "ReplicaSetUpdated", f'ReplicaSet "{ctx.rs_name(ctx.new_hash)}" is progressing.'
+        )
+    paused = bool(status.pause_conditions) or bool(ctx.rollout.spec.paused)
+    _set_condition(
+        ctx,
+        "Paused",
+        "True" if paused else "False",
+        "RolloutPaused" if paused else "RolloutResumed",
+        "Rollout is paused" if paused else "Rollout is resumed",
+    )
+    completed = status.stable_rs == ctx.new_hash and not status.abort
+    _set_condition(
+        ctx,
+        "Completed",
+        "True" if completed else "False",
+        "RolloutCompleted" if completed else "RolloutNotCompleted",
+        "Rollout completed update to revision" if completed else "Rollout not completed, started update to revision",
+    )
+    healthy = completed and available and not paused
+    _set_condition(
+        ctx,
+        "Healthy",
+        "True" if healthy else "False",
+        "RolloutHealthy" if healthy else "RolloutNotHealthy",
+        "Rollout is healthy" if healthy else "Rollout is not healthy",
+    )
+
+
+def _set_condition(ctx: Reconcile, type_: str, value: str, reason: str, message: str) -> None:
+    status: RolloutStatus = ctx.status
+    conditions = list(status.conditions or [])
+    now = to_rfc3339(ctx.now)
+    for index, existing in enumerate(conditions):
+        if existing.type != type_:
+            continue
+        if existing.status == value and existing.reason == reason and existing.message == message:
+            return
+        transition = existing.last_transition_time if existing.status == value else now
+        conditions[index] = Condition(
+            type=type_,
+            status=value,
+            reason=reason,
+            message=message,
+            last_update_time=now,
+            last_transition_time=transition,
+        )
+        status.conditions = conditions
+        return
+    conditions.append(
+        Condition(
+            type=type_, status=value, reason=reason, message=message, last_update_time=now, last_transition_time=now
+        )
+    )
+    status.conditions = conditions
+
+
+def _drop_condition(status: RolloutStatus, type_: str) -> None:
+    if status.conditions and any(c.type == type_ for c in status.conditions):
+        status.conditions = [c for c in status.conditions if c.type != type_] or None

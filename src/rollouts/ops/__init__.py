@@ -1,0 +1,1 @@
+"""Operations on rollouts (promote, abort, …) as pure patches of intent."""

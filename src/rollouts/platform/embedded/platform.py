@@ -1,0 +1,185 @@
+"""The embedded platform's control side: Workloads, Services and traffic as store writes.
+
+The controller's actions become writes of ReplicaSet and Service objects in the SQLite
+store; the embedded runtime (`runtime.py`) watches those objects and makes processes and
+proxy routes match them, as kubelet and kube-proxy do on a cluster. Every write is skipped
+when it would not change anything, so a steady rollout costs no writes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rollouts.core.hashing import HASH_LABEL
+from rollouts.core.plan import ReplicaSetView
+from rollouts.core.timeutil import to_rfc3339
+from rollouts.model.rollout import Rollout
+from rollouts.platform.embedded import objects
+from rollouts.store.sqlite import SqliteStore
+
+# What the embedded platform can run: its proxy is the traffic router. Others are Argo-valid
+# but need a cluster (or are not built yet).
+_UNSUPPORTED_ROUTERS = ("istio", "alb", "smi", "ambassador", "appMesh", "traefik", "apisix", "plugins")
+
+
+class EmbeddedWorkloads:
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+
+    def replica_sets(self, rollout: Rollout) -> list[ReplicaSetView]:
+        namespace = rollout.metadata.namespace or "default"
+        views = []
+        for rs in self.store.list("ReplicaSet", namespace):
+            if objects.owner_name(rs, "Rollout") != rollout.metadata.name:
+                continue
+            status = rs.get("status") or {}
+            hash_ = objects.labels_of(rs).get(HASH_LABEL, "")
+            views.append(
+                ReplicaSetView(
+                    name=rs["metadata"]["name"],
+                    pod_hash=hash_,
+                    revision=int(objects.annotations_of(rs).get(objects.REVISION_ANNOTATION, "0")),
+                    replicas=int(rs["spec"].get("replicas", 0)),
+                    ready=int(status.get("readyReplicas", 0)),
+                    available=int(status.get("availableReplicas", 0)),
+                    template=rs["spec"].get("template") or {},
+                    scale_down_at=objects.scale_down_deadline(rs),
+                )
+            )
+        return views
+
+    def create_replica_set(
+        self, rollout: Rollout, name: str, pod_hash: str, revision: int, replicas: int, template: dict[str, Any]
+    ) -> None:
+        selector = dict((rollout.spec.selector.match_labels or {}) if rollout.spec.selector else {})
+        selector[HASH_LABEL] = pod_hash
+        self.store.create(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "metadata": {
+                    "name": name,
+                    "namespace": rollout.metadata.namespace or "default",
+                    "labels": {**((template.get("metadata") or {}).get("labels") or {}), HASH_LABEL: pod_hash},
+                    "annotations": {objects.REVISION_ANNOTATION: str(revision)},
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "argoproj.io/v1alpha1",
+                            "kind": "Rollout",
+                            "name": rollout.metadata.name,
+                            "uid": rollout.metadata.uid or "",
+                            "controller": True,
+                        }
+                    ],
+                },
+                "spec": {
+                    "replicas": replicas,
+                    "minReadySeconds": rollout.spec.min_ready_seconds or 0,
+                    "selector": {"matchLabels": selector},
+                    "template": template,
+                },
+                "status": {"replicas": 0, "readyReplicas": 0, "availableReplicas": 0},
+            }
+        )
+
+    def scale_replica_set(self, namespace: str, name: str, replicas: int) -> None:
+        def change(rs: dict[str, Any]) -> None:
+            rs["spec"]["replicas"] = replicas
+
+        self.store.mutate("ReplicaSet", name, namespace, change)
+
+    def set_scale_down_deadline(self, namespace: str, name: str, at: datetime | None) -> None:
+        def change(rs: dict[str, Any]) -> None:
+            notes = rs["metadata"].setdefault("annotations", {})
+            if at is None:
+                notes.pop(objects.SCALE_DOWN_DEADLINE_ANNOTATION, None)
+            else:
+                notes[objects.SCALE_DOWN_DEADLINE_ANNOTATION] = to_rfc3339(at)
+
+        self.store.mutate("ReplicaSet", name, namespace, change)
+
+    def delete_replica_set(self, namespace: str, name: str) -> None:
+        self.store.delete("ReplicaSet", name, namespace)
+
+
+class EmbeddedServices:
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+
+    def exists(self, namespace: str, name: str) -> bool:
+        return self.store.get("Service", name, namespace) is not None
+
+    def point(self, namespace: str, name: str, pod_hash: str) -> None:
+        current = self.store.get("Service", name, namespace)
+        if current is None or ((current.get("spec") or {}).get("selector") or {}).get(HASH_LABEL) == pod_hash:
+            return
+
+        def change(svc: dict[str, Any]) -> None:
+            svc.setdefault("spec", {}).setdefault("selector", {})[HASH_LABEL] = pod_hash
+
+        self.store.mutate("Service", name, namespace, change)
+
+
+class EmbeddedTraffic:
+    """The built-in proxy as a traffic router: weight and canary revision on the stable Service."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+
+    def set_weight(
+        self,
+        namespace: str,
+        rollout: str,
+        stable_service: str,
+        canary_service: str | None,
+        canary_hash: str,
+        weight: int,
+    ) -> None:
+        current = self.store.get("Service", stable_service, namespace)
+        if current is None:
+            return
+        wanted = {
+            objects.CANARY_WEIGHT_ANNOTATION: str(weight),
+            objects.CANARY_HASH_ANNOTATION: canary_hash,
+            objects.CANARY_SERVICE_ANNOTATION: canary_service or "",
+        }
+        notes = objects.annotations_of(current)
+        if all(notes.get(k) == v for k, v in wanted.items()):
+            return
+
+        def change(svc: dict[str, Any]) -> None:
+            svc["metadata"].setdefault("annotations", {}).update(wanted)
+
+        self.store.mutate("Service", stable_service, namespace, change)
+
+
+class EmbeddedPlatform:
+    name = "embedded"
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.workloads = EmbeddedWorkloads(store)
+        self.services = EmbeddedServices(store)
+        self.traffic = EmbeddedTraffic(store)
+
+    def unsupported(self, rollout: Rollout) -> str | None:
+        canary = rollout.spec.strategy.canary
+        if rollout.spec.workload_ref is not None:
+            return "spec.workloadRef is not supported by the embedded platform yet"
+        if canary is not None:
+            routing = canary.traffic_routing
+            for router in routing.routers() if routing else []:
+                if router in _UNSUPPORTED_ROUTERS:
+                    return f"the {router} traffic router is not supported by the embedded platform"
+            for index, step in enumerate(canary.steps or []):
+                for kind in ("experiment", "plugin"):
+                    if kind in step.kinds():
+                        return f"spec.strategy.canary.steps[{index}].{kind}: {kind} steps are not supported yet"
+        template = rollout.spec.template
+        for container in template.spec.containers if template else []:
+            if not container.command:
+                return (
+                    f'container "{container.name}" has no command: the embedded platform runs '
+                    "command + args as a local process"
+                )
+        return None

@@ -1,0 +1,363 @@
+"""The embedded runtime: makes local processes and proxy routes match the store.
+
+It plays kubelet and kube-proxy for the embedded platform. ReplicaSet objects say how many
+pods of a revision should run; the runtime starts and stops pods (processes, through
+`PodSupervisor`), mirrors them as Pod objects, and keeps each ReplicaSet's ready/available
+counts current. Service objects become proxy listeners; their selector (with the
+pod-template hash the controller pins) and the canary annotations become routing tables.
+
+Routing is recomputed from in-memory pod state on every relevant change, so a weight change
+written by the controller reaches the proxy within one event-loop turn. A pod being removed
+leaves the routing table first and is stopped after a short drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from rollouts.core.hashing import HASH_LABEL
+from rollouts.core.timeutil import to_rfc3339
+from rollouts.model.pod import PodTemplateSpec
+from rollouts.platform.embedded import objects
+from rollouts.platform.embedded.pods import PodStatus, PodSupervisor
+from rollouts.platform.embedded.podspec import ContainerSpec, PodSpec
+from rollouts.platform.embedded.proxy import ProxyServer
+from rollouts.platform.embedded.routing import Backend, RevisionBackends, RoutingTable
+from rollouts.store.sqlite import Change, SqliteStore
+
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 1.0
+
+
+class EmbeddedRuntime:
+    def __init__(
+        self, store: SqliteStore, state_dir: Path, proxy: ProxyServer, supervisor: PodSupervisor | None = None
+    ) -> None:
+        self.store = store
+        self.state_dir = state_dir
+        self.supervisor = supervisor or PodSupervisor(on_change=self.on_pod_change)
+        self.proxy = proxy
+        self._pods: dict[str, PodStatus] = {}
+        self._pod_meta: dict[str, tuple[str, str, dict[str, str]]] = {}  # pod -> (namespace, rs, labels)
+        self._draining: set[str] = set()
+        self._dirty_rs: set[tuple[str, str]] = set()
+        self._routes_dirty = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._listening: dict[str, int] = {}
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._reap_previous_pods()
+        for rs in self.store.list("ReplicaSet"):
+            self._dirty_rs.add((rs["metadata"]["namespace"], rs["metadata"]["name"]))
+        self._routes_dirty = True
+        self._task = asyncio.create_task(self._loop(), name="embedded-runtime")
+        self._wake.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._background):
+            task.cancel()
+        await self.supervisor.close()
+        for name in list(self._pods):
+            self.store.delete("Pod", name, self._pod_meta.get(name, ("default", "", {}))[0])
+        await self.proxy.close()
+
+    def on_store_change(self, change: Change) -> None:
+        """Store listener: note what to re-sync; the loop does the work."""
+        if change.kind == "ReplicaSet":
+            self._dirty_rs.add((change.namespace, change.name))
+            self._routes_dirty = True
+        elif change.kind == "Service":
+            self._routes_dirty = True
+        else:
+            return
+        self._wake.set()
+
+    def poke(self) -> None:
+        self._routes_dirty = True
+        self._wake.set()
+
+    def on_pod_change(self, status: PodStatus) -> None:
+        previous = self._pods.get(status.name)
+        self._pods[status.name] = status
+        meta = self._pod_meta.get(status.name)
+        if meta is None:
+            return
+        if previous is None or previous.ready != status.ready or previous.restarts != status.restarts:
+            self._dirty_rs.add((meta[0], meta[1]))
+            self._routes_dirty = True
+            self._wake.set()
+        self._write_pod(status)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                while self._dirty_rs:
+                    namespace, name = self._dirty_rs.pop()
+                    await self._sync_replica_set(namespace, name)
+                if self._routes_dirty:
+                    self._routes_dirty = False
+                    await self._sync_services()
+            except Exception:  # the runtime must outlive one bad object
+                log.exception("embedded runtime sync failed")
+                await asyncio.sleep(0.5)
+                self._wake.set()
+
+    # --- pods ------------------------------------------------------------------------------
+
+    def _reap_previous_pods(self) -> None:
+        """Pods left by a controller that died: stop their processes and forget them.
+
+        Adopting live pods across restarts is future work; stopping them keeps the
+        invariant that every running pod is one this runtime supervises.
+        """
+        for pod in self.store.list("Pod"):
+            for pid in (pod.get("status") or {}).get("pids") or []:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(int(pid), signal.SIGKILL)
+            self.store.delete("Pod", pod["metadata"]["name"], pod["metadata"].get("namespace"))
+
+    def _pods_of(self, namespace: str, rs_name: str) -> list[str]:
+        return [
+            name
+            for name, (ns, rs, _) in self._pod_meta.items()
+            if ns == namespace and rs == rs_name and name not in self._draining
+        ]
+
+    async def _sync_replica_set(self, namespace: str, name: str) -> None:
+        rs = self.store.get("ReplicaSet", name, namespace)
+        pods = self._pods_of(namespace, name)
+        if rs is None:
+            for pod in pods:
+                self._remove_pod(pod)
+            return
+        desired = int(rs["spec"].get("replicas", 0))
+        for _ in range(desired - len(pods)):
+            await self._start_pod(namespace, rs)
+        if len(pods) > desired:
+            # Not-ready pods go first, then the newest.
+            ranked = sorted(
+                pods,
+                key=lambda p: (
+                    self._pods[p].ready if p in self._pods else False,
+                    -(self._pods[p].started_at if p in self._pods else 0.0),
+                ),
+            )
+            for pod in ranked[: len(pods) - desired]:
+                self._remove_pod(pod)
+        self._write_rs_status(namespace, name, rs)
+
+    async def _start_pod(self, namespace: str, rs: dict[str, Any]) -> None:
+        template = PodTemplateSpec.model_validate(rs["spec"]["template"])
+        pod_name = f"{rs['metadata']['name']}-{secrets.token_hex(3)[:5]}"
+        labels = dict((template.metadata.labels if template.metadata else None) or {})
+        containers = []
+        for c in template.spec.containers:
+            probe = c.readiness_probe
+            env = {e.name: e.value or "" for e in c.env or [] if e.value_from is None}
+            containers.append(
+                ContainerSpec(
+                    name=c.name,
+                    image=c.image or "",
+                    command=tuple(c.command or ()),
+                    args=tuple(c.args or ()),
+                    env=env,
+                    readiness_path=probe.http_get.path if probe and probe.http_get else None,
+                    readiness_period_seconds=float(probe.period_seconds or 1) if probe else 1.0,
+                    readiness_initial_delay_seconds=float(probe.initial_delay_seconds or 0) if probe else 0.0,
+                )
+            )
+        spec = PodSpec(
+            name=pod_name,
+            labels=labels,
+            containers=tuple(containers),
+            log_dir=self.state_dir / "logs",
+            termination_grace_seconds=float(template.spec.termination_grace_period_seconds or 5),
+        )
+        self._pod_meta[pod_name] = (namespace, rs["metadata"]["name"], labels)
+        self.store.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": pod_name,
+                    "namespace": namespace,
+                    "labels": labels,
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "apps/v1",
+                            "kind": "ReplicaSet",
+                            "name": rs["metadata"]["name"],
+                            "uid": rs["metadata"].get("uid", ""),
+                        }
+                    ],
+                },
+                "spec": rs["spec"]["template"].get("spec", {}),
+                "status": {"phase": "Pending", "ready": False},
+            }
+        )
+        status = await self.supervisor.start_pod(spec)
+        self.on_pod_change(status)
+
+    def _remove_pod(self, pod: str) -> None:
+        """Take the pod out of routing now; stop it after in-flight requests have drained."""
+        self._draining.add(pod)
+        self._routes_dirty = True
+        self._wake.set()
+        meta = self._pod_meta.get(pod)
+        if meta is not None:
+            self._dirty_rs.add((meta[0], meta[1]))
+
+        async def stop() -> None:
+            try:
+                await asyncio.sleep(DRAIN_SECONDS)
+                await self.supervisor.stop_pod(pod)
+            finally:
+                self._draining.discard(pod)
+                self._pods.pop(pod, None)
+                gone = self._pod_meta.pop(pod, None)
+                if gone is not None:
+                    self.store.delete("Pod", pod, gone[0])
+                    self._dirty_rs.add((gone[0], gone[1]))
+                    self._wake.set()
+
+        task = asyncio.create_task(stop(), name=f"stop-pod-{pod}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _write_pod(self, status: PodStatus) -> None:
+        meta = self._pod_meta.get(status.name)
+        if meta is None:
+            return
+        pod_status = {
+            "phase": str(status.phase.value if hasattr(status.phase, "value") else status.phase),
+            "ready": status.ready,
+            "podIP": status.host,
+            "hostPort": status.port,
+            "pids": list(status.pids),
+            "restartCount": status.restarts,
+            "message": status.message,
+            "startTime": to_rfc3339_epoch(status.started_at),
+            "logPaths": dict(status.log_paths),
+        }
+        current = self.store.get("Pod", status.name, meta[0])
+        if current is None or current.get("status") == pod_status:
+            return
+        current["status"] = pod_status
+        with contextlib.suppress(Exception):
+            self.store.update_status(current)
+
+    def _available(self, pod: str, min_ready: float, now: float) -> bool:
+        status = self._pods.get(pod)
+        if status is None or not status.ready or status.ready_since is None:
+            return False
+        return now - status.ready_since >= min_ready
+
+    def _write_rs_status(self, namespace: str, name: str, rs: dict[str, Any]) -> None:
+        pods = self._pods_of(namespace, name)
+        min_ready = float(rs["spec"].get("minReadySeconds") or 0)
+        now = time.time()
+        ready = sum(1 for p in pods if p in self._pods and self._pods[p].ready)
+        available = sum(1 for p in pods if self._available(p, min_ready, now))
+        if min_ready > 0 and available < ready:
+            self._recheck_later(namespace, name, min_ready)
+        wanted = {
+            "replicas": len(pods),
+            "readyReplicas": ready,
+            "availableReplicas": available,
+            "observedGeneration": rs["metadata"].get("generation", 1),
+        }
+        if rs.get("status") == wanted:
+            return
+
+        def change(obj: dict[str, Any]) -> None:
+            obj["status"] = wanted
+
+        with contextlib.suppress(Exception):
+            self.store.mutate("ReplicaSet", name, namespace, change, status=True)
+
+    def _recheck_later(self, namespace: str, name: str, delay: float) -> None:
+        def mark() -> None:
+            self._dirty_rs.add((namespace, name))
+            self._wake.set()
+
+        asyncio.get_running_loop().call_later(delay, mark)
+
+    # --- services --------------------------------------------------------------------------
+
+    async def _sync_services(self) -> None:
+        services = self.store.list("Service")
+        wanted: dict[str, int] = {}
+        for svc in services:
+            port = ((svc.get("spec") or {}).get("ports") or [{}])[0].get("port")
+            if port is None:
+                continue
+            key = _service_key(svc)
+            wanted[key] = int(port)
+            if self._listening.get(key) != int(port):
+                if key in self._listening:
+                    await self.proxy.remove_service(key)
+                try:
+                    await self.proxy.add_service(key, int(port))
+                except OSError as exc:
+                    log.error("service %s: cannot listen on 127.0.0.1:%s: %s", key, port, exc)
+                    continue
+                self._listening[key] = int(port)
+            self.proxy.set_routing(key, self._routing_for(svc))
+        for key in list(self._listening):
+            if key not in wanted:
+                await self.proxy.remove_service(key)
+                del self._listening[key]
+
+    def _routing_for(self, svc: dict[str, Any]) -> RoutingTable:
+        namespace = svc["metadata"].get("namespace", "default")
+        selector = dict((svc.get("spec") or {}).get("selector") or {})
+        notes = objects.annotations_of(svc)
+        primary = self._backends(namespace, selector)
+        weight = int(notes.get(objects.CANARY_WEIGHT_ANNOTATION, "0") or 0)
+        canary_hash = notes.get(objects.CANARY_HASH_ANNOTATION)
+        canary = None
+        if canary_hash and weight > 0:
+            canary = self._backends(namespace, {**selector, HASH_LABEL: canary_hash})
+        return RoutingTable(primary=primary, canary=canary, canary_weight=weight if canary else 0)
+
+    def _backends(self, namespace: str, selector: dict[str, str]) -> RevisionBackends:
+        backends = []
+        for pod, (ns, _rs, labels) in sorted(self._pod_meta.items()):
+            if ns != namespace or pod in self._draining or not objects.selector_matches(selector, labels):
+                continue
+            status = self._pods.get(pod)
+            if status is None or not status.ready:
+                continue
+            backends.append(Backend(pod=pod, host=status.host, port=status.port))
+        return RevisionBackends(revision=selector.get(HASH_LABEL, "none"), backends=tuple(backends))
+
+
+def _service_key(svc: dict[str, Any]) -> str:
+    namespace = svc["metadata"].get("namespace", "default")
+    name = str(svc["metadata"]["name"])
+    return name if namespace == "default" else f"{namespace}/{name}"
+
+
+def to_rfc3339_epoch(seconds: float) -> str:
+    from datetime import UTC, datetime
+
+    return to_rfc3339(datetime.fromtimestamp(seconds, UTC))

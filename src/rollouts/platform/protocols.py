@@ -1,0 +1,67 @@
+"""The narrow interfaces that planned actions run against (DESIGN: Platforms).
+
+The controller never knows whether pods are local processes or Kubernetes pods: it lists a
+rollout's ReplicaSets as `ReplicaSetView`s, creates and scales them, points Services at a
+revision, and sets the canary weight. The embedded platform and the Kubernetes platform
+implement these; tests may use either.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from rollouts.core.plan import ReplicaSetView
+from rollouts.model.rollout import Rollout
+
+
+class Workloads(Protocol):
+    def replica_sets(self, rollout: Rollout) -> list[ReplicaSetView]: ...
+
+    def create_replica_set(
+        self, rollout: Rollout, name: str, pod_hash: str, revision: int, replicas: int, template: dict[str, Any]
+    ) -> None: ...
+
+    def scale_replica_set(self, namespace: str, name: str, replicas: int) -> None: ...
+
+    def set_scale_down_deadline(self, namespace: str, name: str, at: datetime | None) -> None: ...
+
+    def delete_replica_set(self, namespace: str, name: str) -> None: ...
+
+
+class Services(Protocol):
+    def exists(self, namespace: str, name: str) -> bool: ...
+
+    def point(self, namespace: str, name: str, pod_hash: str) -> None:
+        """Add the revision's pod-template-hash to the Service's selector."""
+        ...
+
+
+class TrafficRouter(Protocol):
+    def set_weight(
+        self,
+        namespace: str,
+        rollout: str,
+        stable_service: str,
+        canary_service: str | None,
+        canary_hash: str,
+        weight: int,
+    ) -> None: ...
+
+
+class Platform(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def workloads(self) -> Workloads: ...
+
+    @property
+    def services(self) -> Services: ...
+
+    @property
+    def traffic(self) -> TrafficRouter: ...
+
+    def unsupported(self, rollout: Rollout) -> str | None:
+        """Why this platform cannot run the rollout (a feature it lacks), or None."""
+        ...
