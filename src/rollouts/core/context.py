@@ -269,7 +269,7 @@ class Reconcile:
         self.status.abort = True
         self.status.aborted_at = to_rfc3339(self.now)
         self.status.message = message
-        self.plan.event("RolloutAborted", message, "Warning")
+        self.plan.event("RolloutAborted", message.removeprefix("RolloutAborted: "), "Warning")
 
     def note_abort(self) -> None:
         """An abort written by a user (status.abort) gets its time and Argo's message on first sight."""
