@@ -414,7 +414,7 @@ def set_image(ctx: click.Context, name: str, assignment: str) -> None:
 @click.pass_context
 def controller(ctx: click.Context, admin_port: int, prometheus_address: str | None, verbose: bool) -> None:
     """Run the controller with the embedded platform (pods as local processes, built-in proxy)."""
-    from rollouts.platform.embedded.host import EmbeddedHost
+    from rollouts.host import EmbeddedHost
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -27,7 +27,7 @@ from rollouts.demo import manifests
 from rollouts.demo.prometheus import PrometheusProcess, find_prometheus
 from rollouts.demo.traffic import TrafficGenerator, TrafficStats
 from rollouts.ops import patches
-from rollouts.platform.embedded.host import EmbeddedHost
+from rollouts.host import EmbeddedHost
 from rollouts.platform.embedded.routing import RoutingTable
 from rollouts.store.sqlite import Change, ConflictError
 
