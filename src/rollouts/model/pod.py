@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from rollouts.model.base import Model
-from rollouts.model.meta import ObjectMeta
 
 
 class SecretKeySelector(Model):
@@ -64,6 +63,14 @@ class PodSpec(Model):
     termination_grace_period_seconds: int | None = None
 
 
+class TemplateMeta(Model):
+    """A pod template's metadata: unlike an object's, its name is optional (and rarely set)."""
+
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
 class PodTemplateSpec(Model):
-    metadata: ObjectMeta | None = None
+    metadata: TemplateMeta | None = None
     spec: PodSpec
