@@ -79,9 +79,7 @@ def _strip_template(expression: str) -> str:
     if not text.startswith("{"):
         if text.startswith(("$", "@", ".", "[")):
             return text
-        raise JSONPathError(
-            f"JSONPath {expression!r} must be a `{{...}}` expression, e.g. `{{$.data.value}}`"
-        )
+        raise JSONPathError(f"JSONPath {expression!r} must be a `{{...}}` expression, e.g. `{{$.data.value}}`")
     depth = 0
     quote: str | None = None
     escaped = False
@@ -285,18 +283,23 @@ class _Parser:
 
             return resolve
         if ch in "'\"":
-            text = self.parse_string()
-            return lambda node, root: text
+            return _constant(self.parse_string())
         for word, value in (("true", True), ("false", False), ("null", None)):
             if self.text.startswith(word, self.pos):
                 self.pos += len(word)
-                return lambda node, root, v=value: v
+                return _constant(value)
         match = _NUMBER_RE.match(self.text, self.pos)
         if match:
             self.pos = match.end()
-            number = float(match.group())
-            return lambda node, root: number
+            return _constant(float(match.group()))
         raise self.error("expected `@...`, a number, a quoted string, true, false or null in the filter")
+
+
+def _constant(value: Any) -> Callable[[Any, Any], Any]:
+    def operand(node: Any, root: Any) -> Any:
+        return value
+
+    return operand
 
 
 # -- steps ---------------------------------------------------------------------------------------
