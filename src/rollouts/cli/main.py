@@ -452,8 +452,8 @@ def demo(fast: bool, keep_state: Path | None) -> None:
     """Run a real canary on this machine: v2 promoted, v3 rolled back by analysis."""
     from rollouts.demo.runner import run_demo
 
-    code = _run(run_demo(fast=fast, state=keep_state))
-    sys.exit(code)
+    result = _run(run_demo(fast=fast, state=keep_state))
+    sys.exit(0 if result.ok else 1)
 
 
 @cli.command()

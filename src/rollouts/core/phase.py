@@ -57,6 +57,8 @@ def rollout_phase(rollout: Rollout, status: RolloutStatus) -> PhaseResult:
             return PhaseResult(PROGRESSING, "waiting for post-promotion verification to complete")
     elif status.stable_rs != status.current_pod_hash:
         return PhaseResult(PROGRESSING, "waiting for all steps to complete")
-    if (status.replicas or 0) > updated:
+    canary = rollout.spec.strategy.canary
+    basic_canary = canary is not None and canary.traffic_routing is None
+    if basic_canary and (status.replicas or 0) > updated:
         return PhaseResult(PROGRESSING, "old replicas are pending termination")
     return PhaseResult(HEALTHY, "")

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,18 @@ class Outcome:
     result: str
     seconds: float
     detail: str = ""
+
+
+@dataclass
+class DemoResult:
+    """What the demo observed; `ok` when every expectation held."""
+
+    ok: bool = False
+    outcomes: list[Outcome] = field(default_factory=list)
+    rollback_seconds: float | None = None
+    traffic: TrafficStats | None = None
+    analysis_source: str = ""
+    error: str | None = None
 
 
 class RollbackClock:
@@ -151,7 +163,8 @@ def _healthy_on(ro_status: dict[str, Any]) -> bool:
     return bool(ro_status.get("stableRS")) and ro_status.get("stableRS") == ro_status.get("currentPodHash")
 
 
-async def run_demo(*, fast: bool = True, state: Path | None = None) -> int:
+async def run_demo(*, fast: bool = True, state: Path | None = None, use_prometheus: bool | None = None) -> DemoResult:
+    """Run the demo; `use_prometheus` None = when installed, True = required, False = never."""
     workdir = Path(tempfile.mkdtemp(prefix="rollouts-demo-"))
     state_path = state or workdir / "state.db"
     if state is not None and state.exists():
@@ -161,18 +174,23 @@ async def run_demo(*, fast: bool = True, state: Path | None = None) -> int:
     host = EmbeddedHost(state_path, admin_port=0)
     prometheus: PrometheusProcess | None = None
     traffic: TrafficGenerator | None = None
-    outcomes: list[Outcome] = []
+    result = DemoResult()
+    outcomes = result.outcomes
     ok = False
     try:
         await host.start()
         clock = RollbackClock(host)
-        binary = find_prometheus()
+        binary = find_prometheus() if use_prometheus is not False else None
+        if use_prometheus and binary is None:
+            raise RuntimeError("prometheus is not installed (the README's commands install the Debian package)")
         if binary is not None:
             prometheus = PrometheusProcess(binary, workdir / "prometheus", [f"127.0.0.1:{host.admin_port}"])
             await asyncio.to_thread(prometheus.start)
             say(f"-> Prometheus {prometheus.url} scrapes the proxy's metrics; analysis queries it")
+            result.analysis_source = "prometheus"
         else:
             say("-> no `prometheus` on PATH: analysis reads the proxy's own statistics through the web provider")
+            result.analysis_source = "web"
         stable_port, canary_port = _free_port(), _free_port()
         interval, delay, pause = ("2s", "4s", "3s") if fast else ("30s", "30s", "60s")
         objects = [
@@ -230,8 +248,11 @@ async def run_demo(*, fast: bool = True, state: Path | None = None) -> int:
             and v2_hash is not None
             and [o.result for o in outcomes] == ["Deployed", "Promoted", "Aborted (rolled back)"]
         )
+        result.rollback_seconds = clock.seconds
+        result.traffic = final
         _summary(outcomes, clock, final, before_v3, time.perf_counter() - started)
     except (TimeoutError, RuntimeError) as exc:
+        result.error = str(exc)
         say(f"\nerror: {exc}")
         with contextlib.suppress(Exception):
             say(f"state kept in {workdir}")
@@ -244,7 +265,8 @@ async def run_demo(*, fast: bool = True, state: Path | None = None) -> int:
         if ok and state is None:
             shutil.rmtree(workdir, ignore_errors=True)
     say("\ndemo " + ("passed" if ok else "FAILED") + "; everything it started is stopped.")
-    return 0 if ok else 1
+    result.ok = ok
+    return result
 
 
 def _summary(

@@ -1,0 +1,300 @@
+"""Canary step progression, pauses, promote, abort and analysis, through the pure planner.
+
+Each case drives `Sim` (a deterministic platform stand-in) with a fixed clock; pods become
+available only when a case says so, and time moves only by `advance`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rollouts.core.canary import current_canary_scale, current_set_weight, traffic_routed_canary_replicas
+from rollouts.model.rollout import CanaryStep, SetCanaryScale
+from rollouts.ops import patches
+from tests.core.sim import Sim, canary_rollout
+
+STEPS = [{"setWeight": 20}, {"pause": {"duration": "30s"}}, {"setWeight": 50}, {"pause": {}}]
+
+
+def deployed(steps: list[dict[str, object]] = STEPS, **kw: object) -> Sim:
+    sim = Sim(canary_rollout(steps, **kw))  # type: ignore[arg-type]
+    sim.converge()
+    assert sim.phase == "Healthy"
+    return sim
+
+
+def steps_of(*raw: dict[str, object]) -> list[CanaryStep]:
+    return [CanaryStep.model_validate(s) for s in raw]
+
+
+@pytest.mark.parametrize(
+    ("steps", "index", "aborted", "expected"),
+    [
+        pytest.param([{"setWeight": 10}, {"pause": {}}], 0, False, 10, id="at-set-weight"),
+        pytest.param([{"setWeight": 10}, {"pause": {}}], 1, False, 10, id="pause-keeps-previous-weight"),
+        pytest.param([{"pause": {}}, {"setWeight": 10}], 0, False, 0, id="no-weight-yet"),
+        pytest.param([{"setWeight": 10}, {"setWeight": 40}], 2, False, 100, id="after-last-step"),
+        pytest.param([{"setWeight": 10}], None, False, 100, id="no-index-means-done"),
+        pytest.param([{"setWeight": 10}, {"pause": {}}], 1, True, 0, id="aborted"),
+        pytest.param([], 0, False, 100, id="no-steps"),
+        pytest.param([{"setWeight": 30}, {"analysis": {"templates": [{"templateName": "t"}]}}], 1, False, 30,
+                     id="analysis-keeps-weight"),
+    ],
+)
+def test_current_set_weight(steps: list[dict[str, object]], index: int | None, aborted: bool, expected: int) -> None:
+    assert current_set_weight(steps_of(*steps), index, aborted=aborted) == expected
+
+
+@pytest.mark.parametrize(
+    ("replicas", "weight", "scale", "expected"),
+    [
+        pytest.param(4, 20, None, 1, id="20pct-of-4-rounds-up"),
+        pytest.param(4, 50, None, 2, id="50pct-of-4"),
+        pytest.param(3, 10, None, 1, id="10pct-of-3-rounds-up"),
+        pytest.param(10, 0, None, 0, id="zero-weight"),
+        pytest.param(5, 100, None, 5, id="full-weight"),
+        pytest.param(4, 20, {"replicas": 3}, 3, id="setCanaryScale-replicas"),
+        pytest.param(10, 20, {"weight": 55}, 6, id="setCanaryScale-weight-rounds-up"),
+        pytest.param(1, 1, None, 1, id="one-replica-any-weight"),
+    ],
+)
+def test_traffic_routed_canary_replicas(replicas: int, weight: int, scale: dict[str, int] | None, expected: int) -> None:
+    canary_scale = SetCanaryScale.model_validate(scale) if scale is not None else None
+    assert traffic_routed_canary_replicas(replicas, weight, canary_scale) == expected
+
+
+@pytest.mark.parametrize(
+    ("steps", "index", "expected"),
+    [
+        pytest.param([{"setCanaryScale": {"replicas": 2}}, {"setWeight": 10}], 1, {"replicas": 2}, id="sticky"),
+        pytest.param([{"setCanaryScale": {"replicas": 2}}, {"setCanaryScale": {"matchTrafficWeight": True}}], 1,
+                     None, id="match-traffic-weight-resets"),
+        pytest.param([{"setWeight": 10}], 0, None, id="none"),
+    ],
+)
+def test_current_canary_scale(steps: list[dict[str, object]], index: int, expected: dict[str, int] | None) -> None:
+    scale = current_canary_scale(steps_of(*steps), index)
+    assert (scale.to_json() if scale else None) == expected
+
+
+def test_initial_deploy_skips_steps_and_is_stable() -> None:
+    sim = Sim(canary_rollout(STEPS))
+    sim.reconcile()
+    assert sim.step == 4
+    assert sim.replicas() == {1: 4}
+    assert sim.phase == "Progressing"
+    sim.converge()
+    assert sim.phase == "Healthy"
+    assert sim.status is not None and sim.status["stableRS"] == sim.hash_of(1)
+    assert sim.services == {"app": sim.hash_of(1), "app-canary": sim.hash_of(1)}
+    assert sim.weight == 0
+
+
+def test_update_walks_steps_with_weights_and_replicas() -> None:
+    sim = deployed()
+    sim.set_image("app:v2")
+    sim.reconcile()
+    assert sim.step == 0 and sim.replicas() == {1: 4, 2: 1}
+    assert sim.weight == 0, "no traffic before the canary pod is available"
+    sim.settle()
+    sim.converge()
+    assert sim.step == 1 and sim.pause_reasons() == ["CanaryPauseStep"]
+    assert sim.weight == 20 and sim.phase == "Paused"
+    assert sim.last is not None and sim.last.requeue_after == pytest.approx(30)
+    sim.advance(29)
+    sim.converge()
+    assert sim.step == 1, "pause not over before its duration"
+    sim.advance(1)
+    sim.converge()
+    assert sim.step == 3 and sim.weight == 50 and sim.replicas() == {1: 4, 2: 2}
+    assert sim.pause_reasons() == ["CanaryPauseStep"]
+    sim.advance(3600)
+    sim.converge()
+    assert sim.step == 3, "an indefinite pause waits for promote"
+
+
+@pytest.mark.parametrize(
+    ("full", "expected_completion"),
+    [pytest.param(False, "Promoted", id="promote"), pytest.param(True, "FastPromoted", id="promote-full")],
+)
+def test_promote_to_stable(full: bool, expected_completion: str) -> None:
+    sim = deployed()
+    sim.set_image("app:v2")
+    sim.converge()
+    assert sim.step == 1
+    if full:
+        sim.status = patches.promote(sim.rollout().to_json(), full=True).obj["status"]
+        sim.converge()
+    else:
+        for _ in range(2):  # the timed pause, then the indefinite one
+            sim.status = patches.promote(sim.rollout().to_json()).obj["status"]
+            sim.converge()
+    assert sim.phase == "Healthy"
+    assert sim.status is not None
+    assert sim.status["stableRS"] == sim.hash_of(2)
+    assert sim.status["duration"]["completionStatus"] == expected_completion
+    assert sim.weight == 0 and sim.services["app"] == sim.hash_of(2)
+    assert sim.replicas() == {1: 0, 2: 4}
+
+
+def test_weight_rises_only_when_canary_pods_are_available() -> None:
+    sim = deployed([{"setWeight": 50}, {"pause": {}}])
+    sim.set_image("app:v2")
+    sim.reconcile()
+    sim.reconcile()
+    assert sim.weight == 0 and sim.step == 0
+    sim.settle()
+    sim.reconcile()
+    assert sim.weight == 50
+
+
+def test_abort_returns_traffic_and_scales_canary_down() -> None:
+    sim = deployed()
+    sim.set_image("app:v2")
+    sim.converge()
+    assert sim.weight == 20
+    sim.status = patches.abort(sim.rollout().to_json()).obj["status"]
+    sim.reconcile()
+    assert sim.weight == 0
+    assert sim.services["app"] == sim.hash_of(1)
+    assert sim.phase == "Degraded"
+    assert sim.status is not None and sim.status["message"].startswith("RolloutAborted: Rollout aborted update to revision 2")
+    assert sim.replicas() == {1: 4, 2: 0}, "basic canary (no trafficRouting): canary scaled down at once"
+    assert sim.step == 0
+
+
+def test_abort_with_traffic_routing_waits_abort_scale_down_delay() -> None:
+    sim = deployed(trafficRouting={"nginx": {"stableIngress": "app"}}, abortScaleDownDelaySeconds=10)
+    sim.set_image("app:v2")
+    sim.converge()
+    sim.status = patches.abort(sim.rollout().to_json()).obj["status"]
+    sim.reconcile()
+    assert sim.weight == 0 and sim.replicas() == {1: 4, 2: 1}
+    assert sim.last is not None and sim.last.requeue_after == pytest.approx(10)
+    sim.advance(10)
+    sim.reconcile()
+    assert sim.replicas() == {1: 4, 2: 0}
+
+
+def test_retry_restarts_from_first_step() -> None:
+    sim = deployed()
+    sim.set_image("app:v2")
+    sim.converge()
+    sim.status = patches.abort(sim.rollout().to_json()).obj["status"]
+    sim.converge()
+    sim.status = patches.retry(sim.rollout().to_json()).obj["status"]
+    sim.converge()
+    assert sim.phase == "Paused" and sim.step == 1 and sim.weight == 20
+
+
+def test_manual_pause_halts_steps() -> None:
+    sim = deployed()
+    sim.set_image("app:v2")
+    sim.manifest["spec"]["paused"] = True
+    sim.converge()
+    assert sim.step == 0 and sim.phase == "Paused"
+    assert sim.status is not None and sim.status["message"] == "manually paused"
+
+
+ANALYSIS_STEPS = [{"setWeight": 25}, {"analysis": {"templates": [{"templateName": "rate"}]}}, {"setWeight": 75}]
+
+
+@pytest.mark.parametrize(
+    ("verdict", "expected_phase", "expected_weight", "expected_step"),
+    [
+        pytest.param("Successful", "Healthy", 0, 3, id="passes-then-promoted"),
+        pytest.param("Failed", "Degraded", 0, 0, id="failed-aborts"),
+        pytest.param("Error", "Degraded", 0, 0, id="error-aborts"),
+        pytest.param("Inconclusive", "Paused", 25, 1, id="inconclusive-pauses"),
+    ],
+)
+def test_step_analysis_verdicts(verdict: str, expected_phase: str, expected_weight: int, expected_step: int) -> None:
+    sim = deployed(ANALYSIS_STEPS)
+    sim.set_image("app:v2")
+    sim.converge()
+    run = sim.current_run()
+    assert run.name == f"app-{sim.hash_of(2)}-2-1" and run.kind == "Step" and run.step_index == 1
+    sim.finish_run(verdict, f'Metric "rate" assessed {verdict}')
+    sim.converge()
+    assert (sim.phase, sim.weight, sim.step) == (expected_phase, expected_weight, expected_step)
+    if verdict == "Inconclusive":
+        assert sim.pause_reasons() == ["InconclusiveAnalysisRun"]
+    if verdict == "Failed":
+        assert sim.status is not None
+        assert "Step-based analysis phase failed" in sim.status["message"]
+
+
+def test_abort_by_analysis_shifts_traffic_in_the_same_reconcile() -> None:
+    sim = deployed(ANALYSIS_STEPS)
+    sim.set_image("app:v2")
+    sim.converge()
+    assert sim.weight == 25
+    sim.finish_run("Failed")
+    sim.reconcile()
+    assert sim.weight == 0 and sim.services["app"] == sim.hash_of(1)
+
+
+def test_retry_after_failed_analysis_creates_a_new_run() -> None:
+    sim = deployed(ANALYSIS_STEPS)
+    sim.set_image("app:v2")
+    sim.converge()
+    first = sim.finish_run("Failed")
+    sim.converge()
+    sim.status = patches.retry(sim.rollout().to_json()).obj["status"]
+    sim.converge()
+    second = sim.current_run()
+    assert second.name == f"{first}.1"
+
+
+def test_promote_on_inconclusive_moves_to_next_step() -> None:
+    sim = deployed(ANALYSIS_STEPS)
+    sim.set_image("app:v2")
+    sim.converge()
+    sim.finish_run("Inconclusive")
+    sim.converge()
+    sim.status = patches.promote(sim.rollout().to_json()).obj["status"]
+    sim.converge()
+    assert sim.phase == "Healthy" and sim.weight == 0
+
+
+def test_background_analysis_failure_aborts() -> None:
+    sim = deployed([{"setWeight": 20}, {"pause": {}}], analysis={"templates": [{"templateName": "rate"}]})
+    sim.set_image("app:v2")
+    sim.converge()
+    run = sim.current_run()
+    assert run.kind == "Background" and run.name == f"app-{sim.hash_of(2)}-2"
+    sim.finish_run("Failed", "boom")
+    sim.converge()
+    assert sim.phase == "Degraded"
+    assert sim.status is not None and "Background analysis phase failed" in sim.status["message"]
+
+
+def test_new_update_supersedes_one_in_progress() -> None:
+    sim = deployed()
+    sim.set_image("app:v2")
+    sim.converge()
+    sim.set_image("app:v3")
+    sim.converge()
+    assert sim.replicas() == {1: 4, 2: 0, 3: 1}
+    assert sim.step == 1 and sim.weight == 20
+    assert sim.services["app-canary"] == sim.hash_of(3)
+
+
+def test_rollback_to_stable_while_updating_is_fast_tracked() -> None:
+    sim = deployed()
+    sim.set_image("app:v2")
+    sim.converge()
+    sim.set_image("app:v1")
+    sim.converge()
+    assert sim.phase == "Healthy" and sim.weight == 0
+    assert sim.replicas() == {1: 4, 2: 0}
+    assert sim.status is not None and sim.status["duration"]["completionStatus"] == "FastRolledBack"
+
+
+def test_invalid_spec_is_degraded_without_actions() -> None:
+    sim = Sim(canary_rollout(STEPS))
+    sim.invalid = 'service "app" not found: apply it before the rollout runs'
+    result = sim.reconcile()
+    assert [a for a in result.actions] == []
+    assert sim.phase == "Degraded"
+    assert sim.status is not None and sim.status["message"].endswith("apply it before the rollout runs")
