@@ -14,13 +14,10 @@ from typing import Any
 from rollouts.core.hashing import HASH_LABEL
 from rollouts.core.plan import ReplicaSetView
 from rollouts.core.timeutil import to_rfc3339
+from rollouts.model import validation
 from rollouts.model.rollout import Rollout
 from rollouts.platform.embedded import objects
 from rollouts.store.sqlite import SqliteStore
-
-# What the embedded platform can run: its proxy is the traffic router. Others are Argo-valid
-# but need a cluster (or are not built yet).
-_UNSUPPORTED_ROUTERS = ("istio", "alb", "smi", "ambassador", "appMesh", "traefik", "apisix", "plugins")
 
 
 class EmbeddedWorkloads:
@@ -163,23 +160,15 @@ class EmbeddedPlatform:
         self.traffic = EmbeddedTraffic(store)
 
     def unsupported(self, rollout: Rollout) -> str | None:
-        canary = rollout.spec.strategy.canary
-        if rollout.spec.workload_ref is not None:
-            return "spec.workloadRef is not supported by the embedded platform yet"
-        if canary is not None:
-            routing = canary.traffic_routing
-            for router in routing.routers() if routing else []:
-                if router in _UNSUPPORTED_ROUTERS:
-                    return f"the {router} traffic router is not supported by the embedded platform"
-            for index, step in enumerate(canary.steps or []):
-                for kind in ("experiment", "plugin"):
-                    if kind in step.kinds():
-                        return f"spec.strategy.canary.steps[{index}].{kind}: {kind} steps are not supported yet"
+        """The first thing in the rollout this platform cannot run, in the words lint warns with."""
+        findings = validation.unsupported_features(rollout)
+        if findings:
+            return f"{findings[0].path}: {findings[0].message}"
         template = rollout.spec.template
-        for container in template.spec.containers if template else []:
+        for index, container in enumerate(template.spec.containers if template else []):
             if not container.command:
                 return (
-                    f'container "{container.name}" has no command: the embedded platform runs '
+                    f"spec.template.spec.containers[{index}].command: not set; the embedded platform runs "
                     "command + args as a local process"
                 )
         return None

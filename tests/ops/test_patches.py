@@ -1,0 +1,101 @@
+"""Each operation's patch of intent, as `kubectl argo rollouts` writes it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from rollouts.ops import patches
+
+STEPS = [{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}]
+
+
+def ro(status: dict[str, Any] | None = None, *, paused: bool = False, blue_green: bool = False) -> dict[str, Any]:
+    strategy: dict[str, Any] = {"blueGreen": {"activeService": "a"}} if blue_green else {"canary": {"steps": STEPS}}
+    body: dict[str, Any] = {
+        "metadata": {"name": "app"},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "app:v1"}]}}, "strategy": strategy},
+    }
+    if paused:
+        body["spec"]["paused"] = True
+    if status is not None:
+        body["status"] = status
+    return body
+
+
+PAUSE = [{"reason": "CanaryPauseStep", "startTime": "2026-11-26T00:00:00Z"}]
+INCONCLUSIVE = [{"reason": "InconclusiveAnalysisRun", "startTime": "2026-11-26T00:00:00Z"}]
+
+
+@pytest.mark.parametrize(
+    ("before", "paused", "expected_status", "expected_spec_paused"),
+    [
+        pytest.param({"currentStepIndex": 1, "pauseConditions": PAUSE, "controllerPause": True}, False,
+                     {"currentStepIndex": 1, "controllerPause": True}, None, id="clears-pause-condition"),
+        pytest.param({"currentStepIndex": 2, "pauseConditions": INCONCLUSIVE, "controllerPause": True}, False,
+                     {"currentStepIndex": 3, "controllerPause": False}, None, id="inconclusive-skips-step"),
+        pytest.param({"currentStepIndex": 0}, False, {"currentStepIndex": 1}, None, id="skips-current-step"),
+        pytest.param({"currentStepIndex": 1, "pauseConditions": PAUSE}, True, {"currentStepIndex": 1}, False,
+                     id="unpauses-spec-and-clears-conditions"),
+    ],
+)
+def test_promote(before: dict[str, Any], paused: bool, expected_status: dict[str, Any],
+                 expected_spec_paused: bool | None) -> None:
+    patch = patches.promote(ro(before, paused=paused))
+    assert patch.obj["status"] == expected_status
+    assert patch.obj["spec"].get("paused") == expected_spec_paused
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param(ro({"currentStepIndex": 3}), "no step left to skip", id="canary-done"),
+        pytest.param(ro({}, blue_green=True), "is not paused", id="blue-green-not-paused"),
+    ],
+)
+def test_promote_refused(body: dict[str, Any], message: str) -> None:
+    with pytest.raises(patches.OperationError, match=message):
+        patches.promote(body)
+
+
+def test_promote_full() -> None:
+    patch = patches.promote(ro({"currentPodHash": "b", "stableRS": "a", "pauseConditions": PAUSE}), full=True)
+    assert patch.obj["status"]["promoteFull"] is True and "pauseConditions" not in patch.obj["status"]
+    with pytest.raises(patches.OperationError, match="already fully promoted"):
+        patches.promote(ro({"currentPodHash": "a", "stableRS": "a"}), full=True)
+
+
+@pytest.mark.parametrize(
+    ("operation", "expected"),
+    [
+        pytest.param(patches.abort, {"abort": True}, id="abort"),
+        pytest.param(patches.pause, None, id="pause"),
+        pytest.param(patches.resume, None, id="resume"),
+    ],
+)
+def test_simple_operations(operation: Any, expected: dict[str, Any] | None) -> None:
+    patch = operation(ro({}))
+    if expected is not None:
+        assert patch.status and patch.obj["status"] == expected
+    else:
+        assert patch.spec and patch.obj["spec"]["paused"] is (operation is patches.pause)
+
+
+def test_retry_only_when_aborted() -> None:
+    assert patches.retry(ro({"abort": True})).obj["status"]["abort"] is False
+    with pytest.raises(patches.OperationError, match="not aborted"):
+        patches.retry(ro({}))
+
+
+def test_restart_sets_restart_at() -> None:
+    at = datetime(2026, 11, 26, 1, 2, 3, tzinfo=UTC)
+    assert patches.restart(ro(), at).obj["spec"]["restartAt"] == "2026-11-26T01:02:03Z"
+
+
+def test_set_image() -> None:
+    patch = patches.set_image(ro(), "app", "app:v2")
+    assert patch.obj["spec"]["template"]["spec"]["containers"][0]["image"] == "app:v2"
+    with pytest.raises(patches.OperationError, match='no container "web" \\(containers: app\\)'):
+        patches.set_image(ro(), "web", "x")

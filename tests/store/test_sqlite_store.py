@@ -1,0 +1,121 @@
+"""The SQLite store: resource versions, stale-write refusal, spec/status separation, change feed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rollouts.store.sqlite import AlreadyExistsError, Change, ConflictError, NotFoundError, SqliteStore
+
+
+def rollout(name: str = "app", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "metadata": {"name": name},
+            "spec": {"replicas": 1, **spec}}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    s = SqliteStore(tmp_path / "state.db")
+    yield s  # type: ignore[misc]
+    s.close()
+
+
+def test_create_assigns_identity_and_versions(store: SqliteStore) -> None:
+    created = store.create(rollout())
+    meta = created["metadata"]
+    assert meta["namespace"] == "default" and meta["generation"] == 1 and meta["uid"]
+    assert int(meta["resourceVersion"]) > 0
+    with pytest.raises(AlreadyExistsError):
+        store.create(rollout())
+
+
+def test_stale_write_is_refused_and_nothing_is_lost(store: SqliteStore) -> None:
+    first = store.create(rollout())
+    controller_copy = dict(first, status={"phase": "Healthy"})
+    cli_copy = dict(first, spec={"replicas": 3})
+    store.update(cli_copy)
+    with pytest.raises(ConflictError, match="read it again and retry"):
+        store.update_status(controller_copy)
+    stored = store.must_get("Rollout", "app")
+    assert stored["spec"]["replicas"] == 3 and "status" not in stored
+
+
+def test_spec_write_keeps_status_and_bumps_generation(store: SqliteStore) -> None:
+    obj = store.create(rollout())
+    obj["status"] = {"phase": "Healthy"}
+    obj = store.update_status(obj)
+    obj["spec"]["replicas"] = 2
+    obj["status"] = {"phase": "overwritten?"}
+    updated = store.update(obj)
+    assert updated["status"] == {"phase": "Healthy"}
+    assert updated["metadata"]["generation"] == 2
+
+
+def test_status_write_keeps_spec_and_generation(store: SqliteStore) -> None:
+    obj = store.create(rollout())
+    obj["spec"]["replicas"] = 9
+    obj["status"] = {"phase": "Paused"}
+    updated = store.update_status(obj)
+    assert updated["spec"]["replicas"] == 1 and updated["status"] == {"phase": "Paused"}
+    assert updated["metadata"]["generation"] == 1
+
+
+def test_unchanged_write_does_not_bump_version(store: SqliteStore) -> None:
+    obj = store.create(rollout())
+    again = store.update(obj)
+    assert again["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
+
+
+def test_change_feed_and_listener(store: SqliteStore) -> None:
+    seen: list[Change] = []
+    store.add_listener(seen.append)
+    start = store.current_rv()
+    store.create(rollout("a"))
+    store.create(rollout("b"))
+    store.delete("Rollout", "a")
+    changes, newest = store.changes_since(start)
+    assert [(c.name, c.deleted) for c in changes] == [("b", False), ("a", True)]
+    assert newest == store.current_rv()
+    assert [(c.name, c.deleted) for c in seen] == [("a", False), ("b", False), ("a", True)]
+
+
+def test_second_process_sees_writes(tmp_path: Path) -> None:
+    one, two = SqliteStore(tmp_path / "s.db"), SqliteStore(tmp_path / "s.db")
+    one.create(rollout())
+    assert two.must_get("Rollout", "app")["metadata"]["generation"] == 1
+    with pytest.raises(NotFoundError, match='Rollout "nope" not found'):
+        two.must_get("Rollout", "nope")
+    one.close()
+    two.close()
+
+
+def test_apply_creates_then_configures_then_is_unchanged(store: SqliteStore) -> None:
+    assert store.apply(rollout())[1] == "created"
+    assert store.apply(rollout(replicas=2))[1] == "configured"
+    assert store.apply(rollout(replicas=2))[1] == "unchanged"
+
+
+def test_mutate_retries_on_conflict(store: SqliteStore) -> None:
+    store.create(rollout())
+    calls = 0
+
+    def change(obj: dict[str, Any]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # someone else writes between our read and our write
+            store.mutate("Rollout", "app", None, lambda o: o["spec"].update(replicas=5))
+        obj["spec"]["paused"] = True
+
+    result = store.mutate("Rollout", "app", None, change)
+    assert result["spec"] == {"replicas": 5, "paused": True}
+    assert calls == 2
+
+
+def test_label_filter_and_events(store: SqliteStore) -> None:
+    store.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "labels": {"app": "x"}}})
+    store.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p2", "labels": {"app": "y"}}})
+    assert [p["metadata"]["name"] for p in store.list("Pod", labels={"app": "y"})] == ["p2"]
+    store.record_event("Rollout", "app", None, "Normal", "RolloutUpdated", "updated")
+    assert [e.reason for e in store.events("Rollout", "app")] == ["RolloutUpdated"]
