@@ -7,6 +7,7 @@ time only from `snapshot.now`, so every behaviour is testable with tables and a 
 
 from __future__ import annotations
 
+from rollouts.core import progress
 from rollouts.core.bluegreen import plan_blue_green
 from rollouts.core.canary import plan_canary
 from rollouts.core.context import Reconcile
@@ -76,9 +77,7 @@ def _conditions(ctx: Reconcile) -> None:
             f'ReplicaSet "{ctx.rs_name(ctx.new_hash)}" has successfully progressed.',
         )
     else:
-        _set_condition(
-            ctx, "Progressing", "True", "ReplicaSetUpdated", f'ReplicaSet "{ctx.rs_name(ctx.new_hash)}" is progressing.'
-        )
+        _progressing(ctx)
     paused = bool(status.pause_conditions) or bool(ctx.rollout.spec.paused)
     _set_condition(
         ctx,
@@ -105,14 +104,43 @@ def _conditions(ctx: Reconcile) -> None:
     )
 
 
-def _set_condition(ctx: Reconcile, type_: str, value: str, reason: str, message: str) -> None:
+def _progressing(ctx: Reconcile) -> None:
+    """An update in flight: record progress, or declare the progress deadline exceeded."""
+    status = ctx.status
+    rs_name = ctx.rs_name(ctx.new_hash)
+    current = next((c for c in status.conditions or [] if c.type == "Progressing"), None)
+    moved = progress.fingerprint(ctx.snap.rollout.status) != progress.fingerprint(status)
+    if current is None or moved or current.reason not in ("ReplicaSetUpdated", progress.REASON):
+        _set_condition(
+            ctx, "Progressing", "True", "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.', touch=True
+        )
+        left = progress.seconds_left(ctx, to_rfc3339(ctx.now))
+    elif current.reason == progress.REASON:
+        return
+    else:
+        left = progress.seconds_left(ctx, current.last_update_time)
+    if left is None:
+        return
+    if left > 0:
+        ctx.plan.requeue(left)
+        return
+    message = f'ReplicaSet "{rs_name}" has timed out progressing.'
+    _set_condition(ctx, "Progressing", "False", progress.REASON, message)
+    ctx.plan.event(progress.REASON, message, "Warning")
+    if ctx.rollout.spec.progress_deadline_abort and status.stable_rs != ctx.new_hash and not status.abort:
+        ctx.abort(f"RolloutAborted: Rollout aborted update to revision {ctx.new_revision()}: {message}")
+        ctx.plan.requeue(0)
+
+
+def _set_condition(ctx: Reconcile, type_: str, value: str, reason: str, message: str, *, touch: bool = False) -> None:
     status: RolloutStatus = ctx.status
     conditions = list(status.conditions or [])
     now = to_rfc3339(ctx.now)
     for index, existing in enumerate(conditions):
         if existing.type != type_:
             continue
-        if existing.status == value and existing.reason == reason and existing.message == message:
+        same = existing.status == value and existing.reason == reason and existing.message == message
+        if same and not touch:
             return
         transition = existing.last_transition_time if existing.status == value else now
         conditions[index] = Condition(
