@@ -20,8 +20,9 @@ from rollouts.model.rollout import Rollout
 T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 
 
-def canary_rollout(steps: list[dict[str, Any]], *, replicas: int = 4, image: str = "app:v1",
-                   **canary: Any) -> dict[str, Any]:
+def canary_rollout(
+    steps: list[dict[str, Any]], *, replicas: int = 4, image: str = "app:v1", **canary: Any
+) -> dict[str, Any]:
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Rollout",
@@ -33,8 +34,7 @@ def canary_rollout(steps: list[dict[str, Any]], *, replicas: int = 4, image: str
                 "metadata": {"labels": {"app": "app"}},
                 "spec": {"containers": [{"name": "app", "image": image, "command": ["run"]}]},
             },
-            "strategy": {"canary": {"stableService": "app", "canaryService": "app-canary", "steps": steps,
-                                    **canary}},
+            "strategy": {"canary": {"stableService": "app", "canaryService": "app-canary", "steps": steps, **canary}},
         },
     }
 
@@ -119,14 +119,21 @@ class Sim:
     def _apply(self, action: p.Action) -> None:
         match action:
             case p.CreateReplicaSet():
-                self.rs[action.name] = p.ReplicaSetView(action.name, action.pod_hash, action.revision,
-                                                        action.replicas, 0, 0, action.template)
+                self.rs[action.name] = p.ReplicaSetView(
+                    action.name, action.pod_hash, action.revision, action.replicas, 0, 0, action.template
+                )
             case p.ScaleReplicaSet():
                 rs = self.rs[action.name]
-                self.rs[action.name] = replace(rs, replicas=action.replicas, ready=min(rs.ready, action.replicas),
-                                               available=min(rs.available, action.replicas))
+                self.rs[action.name] = replace(
+                    rs,
+                    replicas=action.replicas,
+                    ready=min(rs.ready, action.replicas),
+                    available=min(rs.available, action.replicas),
+                )
             case p.SetScaleDownDeadline():
                 self.rs[action.name] = replace(self.rs[action.name], scale_down_at=action.at)
+            case p.SetRevision():
+                self.rs[action.name] = replace(self.rs[action.name], revision=action.revision)
             case p.DeleteReplicaSet():
                 del self.rs[action.name]
             case p.PointService():
@@ -134,8 +141,9 @@ class Sim:
             case p.SetCanaryWeight():
                 self.weight = action.weight
             case p.CreateAnalysisRun():
-                self.runs[action.name] = p.RunView(action.name, action.kind, action.pod_hash, action.step_index,
-                                                   "Running")
+                self.runs[action.name] = p.RunView(
+                    action.name, action.kind, action.pod_hash, action.step_index, "Running"
+                )
             case p.TerminateAnalysisRun():
                 run = self.runs[action.name]
                 self.runs[action.name] = replace(run, terminating=True, phase="Successful")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from rollouts.ops import patches
 from tests.core.sim import Sim, blue_green_rollout
 
 
-def deployed(**bg: object) -> Sim:
+def deployed(**bg: Any) -> Sim:
     sim = Sim(blue_green_rollout(**bg))
     sim.converge()
     assert sim.phase == "Healthy"

@@ -6,6 +6,8 @@ available only when a case says so, and time moves only by `advance`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from rollouts.core.canary import current_canary_scale, current_set_weight, traffic_routed_canary_replicas
@@ -13,11 +15,11 @@ from rollouts.model.rollout import CanaryStep, SetCanaryScale
 from rollouts.ops import patches
 from tests.core.sim import Sim, canary_rollout
 
-STEPS = [{"setWeight": 20}, {"pause": {"duration": "30s"}}, {"setWeight": 50}, {"pause": {}}]
+STEPS: list[dict[str, Any]] = [{"setWeight": 20}, {"pause": {"duration": "30s"}}, {"setWeight": 50}, {"pause": {}}]
 
 
-def deployed(steps: list[dict[str, object]] = STEPS, **kw: object) -> Sim:
-    sim = Sim(canary_rollout(steps, **kw))  # type: ignore[arg-type]
+def deployed(steps: list[dict[str, Any]] = STEPS, **kw: Any) -> Sim:
+    sim = Sim(canary_rollout(steps, **kw))
     sim.converge()
     assert sim.phase == "Healthy"
     return sim
@@ -37,8 +39,13 @@ def steps_of(*raw: dict[str, object]) -> list[CanaryStep]:
         pytest.param([{"setWeight": 10}], None, False, 100, id="no-index-means-done"),
         pytest.param([{"setWeight": 10}, {"pause": {}}], 1, True, 0, id="aborted"),
         pytest.param([], 0, False, 100, id="no-steps"),
-        pytest.param([{"setWeight": 30}, {"analysis": {"templates": [{"templateName": "t"}]}}], 1, False, 30,
-                     id="analysis-keeps-weight"),
+        pytest.param(
+            [{"setWeight": 30}, {"analysis": {"templates": [{"templateName": "t"}]}}],
+            1,
+            False,
+            30,
+            id="analysis-keeps-weight",
+        ),
     ],
 )
 def test_current_set_weight(steps: list[dict[str, object]], index: int | None, aborted: bool, expected: int) -> None:
@@ -58,7 +65,9 @@ def test_current_set_weight(steps: list[dict[str, object]], index: int | None, a
         pytest.param(1, 1, None, 1, id="one-replica-any-weight"),
     ],
 )
-def test_traffic_routed_canary_replicas(replicas: int, weight: int, scale: dict[str, int] | None, expected: int) -> None:
+def test_traffic_routed_canary_replicas(
+    replicas: int, weight: int, scale: dict[str, int] | None, expected: int
+) -> None:
     canary_scale = SetCanaryScale.model_validate(scale) if scale is not None else None
     assert traffic_routed_canary_replicas(replicas, weight, canary_scale) == expected
 
@@ -67,8 +76,12 @@ def test_traffic_routed_canary_replicas(replicas: int, weight: int, scale: dict[
     ("steps", "index", "expected"),
     [
         pytest.param([{"setCanaryScale": {"replicas": 2}}, {"setWeight": 10}], 1, {"replicas": 2}, id="sticky"),
-        pytest.param([{"setCanaryScale": {"replicas": 2}}, {"setCanaryScale": {"matchTrafficWeight": True}}], 1,
-                     None, id="match-traffic-weight-resets"),
+        pytest.param(
+            [{"setCanaryScale": {"replicas": 2}}, {"setCanaryScale": {"matchTrafficWeight": True}}],
+            1,
+            None,
+            id="match-traffic-weight-resets",
+        ),
         pytest.param([{"setWeight": 10}], 0, None, id="none"),
     ],
 )
@@ -158,7 +171,9 @@ def test_abort_returns_traffic_and_scales_canary_down() -> None:
     assert sim.weight == 0
     assert sim.services["app"] == sim.hash_of(1)
     assert sim.phase == "Degraded"
-    assert sim.status is not None and sim.status["message"].startswith("RolloutAborted: Rollout aborted update to revision 2")
+    assert sim.status is not None and sim.status["message"].startswith(
+        "RolloutAborted: Rollout aborted update to revision 2"
+    )
     assert sim.replicas() == {1: 4, 2: 0}, "basic canary (no trafficRouting): canary scaled down at once"
     assert sim.step == 0
 
@@ -196,7 +211,11 @@ def test_manual_pause_halts_steps() -> None:
     assert sim.status is not None and sim.status["message"] == "manually paused"
 
 
-ANALYSIS_STEPS = [{"setWeight": 25}, {"analysis": {"templates": [{"templateName": "rate"}]}}, {"setWeight": 75}]
+ANALYSIS_STEPS: list[dict[str, Any]] = [
+    {"setWeight": 25},
+    {"analysis": {"templates": [{"templateName": "rate"}]}},
+    {"setWeight": 75},
+]
 
 
 @pytest.mark.parametrize(
@@ -298,3 +317,30 @@ def test_invalid_spec_is_degraded_without_actions() -> None:
     assert [a for a in result.actions] == []
     assert sim.phase == "Degraded"
     assert sim.status is not None and sim.status["message"].endswith("apply it before the rollout runs")
+
+
+@pytest.mark.parametrize(
+    ("window", "expected_step_after_undo", "expected_phase"),
+    [
+        pytest.param(None, 1, "Paused", id="outside-window-runs-steps"),
+        pytest.param(2, 4, "Healthy", id="within-window-fast-tracked"),
+    ],
+)
+def test_undo_to_an_older_revision(window: int | None, expected_step_after_undo: int, expected_phase: str) -> None:
+    manifest = canary_rollout(STEPS)
+    if window is not None:
+        manifest["spec"]["rollbackWindow"] = {"revisions": window}
+    sim = Sim(manifest)
+    sim.converge()
+    for image in ("app:v2", "app:v3"):
+        sim.set_image(image)
+        sim.converge()
+        sim.status = patches.promote(sim.rollout().to_json(), full=True).obj["status"]
+        sim.converge()
+    assert sim.phase == "Healthy"
+    v2 = sim.hash_of(2)
+    sim.set_image("app:v2")  # what `undo` writes: revision 2's template
+    sim.converge()
+    assert sim.status is not None and sim.status["currentPodHash"] == v2
+    assert sorted(sim.replicas()) == [1, 3, 4] and sim.hash_of(4) == v2, "revision 2 became revision 4"
+    assert (sim.step, sim.phase) == (expected_step_after_undo, expected_phase)

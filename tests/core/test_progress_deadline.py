@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.core.sim import Sim, canary_rollout
 
 
-def updating(steps: list[dict[str, object]], **spec: object) -> Sim:
+def updating(steps: list[dict[str, Any]], **spec: Any) -> Sim:
     manifest = canary_rollout(steps)
     manifest["spec"].update(spec)
     sim = Sim(manifest)
@@ -20,7 +22,7 @@ def updating(steps: list[dict[str, object]], **spec: object) -> Sim:
 
 def progressing_reason(sim: Sim) -> str:
     assert sim.status is not None
-    return next(c["reason"] for c in sim.status["conditions"] if c["type"] == "Progressing")
+    return str(next(c["reason"] for c in sim.status["conditions"] if c["type"] == "Progressing"))
 
 
 @pytest.mark.parametrize(
@@ -72,7 +74,7 @@ def test_progress_resets_the_clock() -> None:
         pytest.param([{"setWeight": 50}, {"analysis": {"templates": [{"templateName": "t"}]}}], id="analysis-step"),
     ],
 )
-def test_waiting_at_pause_or_analysis_is_not_counted(steps: list[dict[str, object]]) -> None:
+def test_waiting_at_pause_or_analysis_is_not_counted(steps: list[dict[str, Any]]) -> None:
     sim = updating(steps, progressDeadlineSeconds=60)
     sim.converge()
     assert sim.step == 1

@@ -32,17 +32,33 @@ INCONCLUSIVE = [{"reason": "InconclusiveAnalysisRun", "startTime": "2026-11-26T0
 @pytest.mark.parametrize(
     ("before", "paused", "expected_status", "expected_spec_paused"),
     [
-        pytest.param({"currentStepIndex": 1, "pauseConditions": PAUSE, "controllerPause": True}, False,
-                     {"currentStepIndex": 1, "controllerPause": True}, None, id="clears-pause-condition"),
-        pytest.param({"currentStepIndex": 2, "pauseConditions": INCONCLUSIVE, "controllerPause": True}, False,
-                     {"currentStepIndex": 3, "controllerPause": False}, None, id="inconclusive-skips-step"),
+        pytest.param(
+            {"currentStepIndex": 1, "pauseConditions": PAUSE, "controllerPause": True},
+            False,
+            {"currentStepIndex": 1, "controllerPause": True},
+            None,
+            id="clears-pause-condition",
+        ),
+        pytest.param(
+            {"currentStepIndex": 2, "pauseConditions": INCONCLUSIVE, "controllerPause": True},
+            False,
+            {"currentStepIndex": 3, "controllerPause": False},
+            None,
+            id="inconclusive-skips-step",
+        ),
         pytest.param({"currentStepIndex": 0}, False, {"currentStepIndex": 1}, None, id="skips-current-step"),
-        pytest.param({"currentStepIndex": 1, "pauseConditions": PAUSE}, True, {"currentStepIndex": 1}, False,
-                     id="unpauses-spec-and-clears-conditions"),
+        pytest.param(
+            {"currentStepIndex": 1, "pauseConditions": PAUSE},
+            True,
+            {"currentStepIndex": 1},
+            False,
+            id="unpauses-spec-and-clears-conditions",
+        ),
     ],
 )
-def test_promote(before: dict[str, Any], paused: bool, expected_status: dict[str, Any],
-                 expected_spec_paused: bool | None) -> None:
+def test_promote(
+    before: dict[str, Any], paused: bool, expected_status: dict[str, Any], expected_spec_paused: bool | None
+) -> None:
     patch = patches.promote(ro(before, paused=paused))
     assert patch.obj["status"] == expected_status
     assert patch.obj["spec"].get("paused") == expected_spec_paused
@@ -99,3 +115,38 @@ def test_set_image() -> None:
     assert patch.obj["spec"]["template"]["spec"]["containers"][0]["image"] == "app:v2"
     with pytest.raises(patches.OperationError, match='no container "web" \\(containers: app\\)'):
         patches.set_image(ro(), "web", "x")
+
+
+def rs(revision: int, pod_hash: str, image: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": f"app-{pod_hash}",
+            "annotations": {"rollout.argoproj.io/revision": str(revision)},
+            "labels": {"rollouts-pod-template-hash": pod_hash},
+        },
+        "spec": {
+            "template": {
+                "metadata": {"labels": {"app": "app", "rollouts-pod-template-hash": pod_hash}},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            }
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("to_revision", "expected_image"),
+    [pytest.param(0, "app:v2", id="previous"), pytest.param(1, "app:v1", id="to-revision-1")],
+)
+def test_undo_copies_template_without_hash_label(to_revision: int, expected_image: str) -> None:
+    sets = [rs(1, "h1", "app:v1"), rs(2, "h2", "app:v2"), rs(3, "h3", "app:v3")]
+    patch = patches.undo(ro({"currentPodHash": "h3"}), sets, to_revision)
+    template = patch.obj["spec"]["template"]
+    assert template["spec"]["containers"][0]["image"] == expected_image
+    assert template["metadata"]["labels"] == {"app": "app"}
+
+
+def test_undo_refused() -> None:
+    with pytest.raises(patches.OperationError, match="no revision 7 \\(revisions: 1\\)"):
+        patches.undo(ro(), [rs(1, "h1", "app:v1")], 7)
+    with pytest.raises(patches.OperationError, match="no previous revision"):
+        patches.undo(ro({"currentPodHash": "h1"}), [rs(1, "h1", "app:v1")])

@@ -359,6 +359,26 @@ def retry_rollout(ctx: click.Context, name: str) -> None:
 
 @cli.command()
 @click.argument("name")
+@click.option("--to-revision", type=int, default=0, help="Revision to roll back to (0 = the previous one).")
+@click.pass_context
+def undo(ctx: click.Context, name: str, to_revision: int) -> None:
+    """Roll the rollout back to a previous revision's pod template."""
+    namespace = ctx.obj["namespace"]
+    with open_store(ctx) as store:
+        replica_sets = [
+            rs
+            for rs in store.list("ReplicaSet", namespace)
+            if any(
+                o.get("kind") == "Rollout" and o.get("name") == name
+                for o in rs["metadata"].get("ownerReferences") or []
+            )
+        ]
+        _apply_patch(store, name, namespace, lambda ro: patches.undo(ro, replica_sets, to_revision))
+    click.echo(f"rollout '{name}' undo")
+
+
+@cli.command()
+@click.argument("name")
 @click.pass_context
 def pause(ctx: click.Context, name: str) -> None:
     """Pause a rollout (spec.paused)."""

@@ -107,6 +107,8 @@ class RolloutReconciler:
                 workloads.scale_replica_set(namespace, action.name, action.replicas)
             case p.SetScaleDownDeadline():
                 workloads.set_scale_down_deadline(namespace, action.name, action.at)
+            case p.SetRevision():
+                workloads.set_revision(namespace, action.name, action.revision)
             case p.DeleteReplicaSet():
                 workloads.delete_replica_set(namespace, action.name)
             case p.PointService():

@@ -8,6 +8,7 @@ strategy modules are linear pipelines over it; everything here is pure.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from rollouts.core.plan import (
     ReplicaSetView,
     RunView,
     ScaleReplicaSet,
+    SetRevision,
     SetScaleDownDeadline,
     Snapshot,
     TerminateAnalysisRun,
@@ -237,7 +239,20 @@ class Reconcile:
     # --- outcome ---------------------------------------------------------------------------
 
     def start_update(self) -> None:
-        """A new revision became current: reset step progress and start the clock."""
+        """A new revision became current: reset step progress and start the clock.
+
+        When the template is an older revision's (undo), that ReplicaSet takes the next
+        revision number, and within `rollbackWindow.revisions` the update skips its steps
+        and analysis, as Argo's fast-track rollback does.
+        """
+        newest = max((rs.revision for rs in self.snap.replica_sets), default=0)
+        fast_track = False
+        if self.new_rs is not None and self.new_rs.revision < newest:
+            window = self.rollout.spec.rollback_window.revisions if self.rollout.spec.rollback_window else None
+            newer = sorted({rs.revision for rs in self.snap.replica_sets if rs.revision > self.new_rs.revision})
+            fast_track = window is not None and len(newer) <= window
+            self.plan.actions.append(SetRevision(self.new_rs.name, newest + 1))
+            self.new_rs = replace(self.new_rs, revision=newest + 1)
         previous = self.status.current_pod_hash
         self.status.current_pod_hash = self.new_hash
         self.status.current_step_index = 0 if self.has_steps() else None
@@ -249,6 +264,9 @@ class Reconcile:
             self.finish("Superseded", record=False)
         self.status.duration = RolloutDuration(rollout_started_at=to_rfc3339(self.now))
         self.plan.event("RolloutUpdated", f"Rollout updated to revision {self.new_revision()}")
+        if fast_track:
+            self.status.promote_full = True
+            self.plan.event("SkipSteps", "Rollback is within the rollback window: skipping steps and analysis")
 
     def has_steps(self) -> bool:
         canary = self.rollout.spec.strategy.canary

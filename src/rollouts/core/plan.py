@@ -89,6 +89,14 @@ class SetScaleDownDeadline:
 
 
 @dataclass(frozen=True)
+class SetRevision:
+    """An old ReplicaSet that becomes current again (undo) takes the next revision number."""
+
+    name: str
+    revision: int
+
+
+@dataclass(frozen=True)
 class DeleteReplicaSet:
     name: str
 
@@ -142,6 +150,7 @@ Action = (
     CreateReplicaSet
     | ScaleReplicaSet
     | SetScaleDownDeadline
+    | SetRevision
     | DeleteReplicaSet
     | PointService
     | SetCanaryWeight

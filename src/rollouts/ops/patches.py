@@ -129,3 +129,44 @@ def set_image(ro: Obj, container: str, image: str) -> Patch:
             f'rollout "{_name(ro)}" has no container "{container}" (containers: {", ".join(map(str, names))})'
         )
     return Patch(new, spec=True)
+
+
+REVISION_ANNOTATION = "rollout.argoproj.io/revision"
+HASH_LABEL = "rollouts-pod-template-hash"
+
+
+def undo(ro: Obj, replica_sets: list[Obj], to_revision: int = 0) -> Patch:
+    """Roll the pod template back to a previous revision's (0 = the one before the current).
+
+    Like `kubectl argo rollouts undo`: the ReplicaSet's template is copied into the rollout
+    without its pod-template-hash label; the controller treats it as an update, fast-tracked
+    when it is the stable revision or within rollbackWindow.
+    """
+
+    def revision(rs: Obj) -> int:
+        value = ((rs.get("metadata") or {}).get("annotations") or {}).get(REVISION_ANNOTATION, "0")
+        return int(value) if str(value).isdigit() else 0
+
+    by_revision = sorted(replica_sets, key=revision, reverse=True)
+    if not by_revision:
+        raise OperationError(f'rollout "{_name(ro)}" has no revisions to roll back to')
+    current_hash = (ro.get("status") or {}).get("currentPodHash")
+    if to_revision:
+        target = next((rs for rs in by_revision if revision(rs) == to_revision), None)
+        if target is None:
+            known = ", ".join(str(revision(rs)) for rs in by_revision)
+            raise OperationError(f'rollout "{_name(ro)}" has no revision {to_revision} (revisions: {known})')
+    else:
+        older = [
+            rs for rs in by_revision if ((rs.get("metadata") or {}).get("labels") or {}).get(HASH_LABEL) != current_hash
+        ]
+        if not older:
+            raise OperationError(f'rollout "{_name(ro)}" has no previous revision to roll back to')
+        target = older[0]
+    template = copy.deepcopy((target.get("spec") or {}).get("template") or {})
+    labels = (template.get("metadata") or {}).get("labels")
+    if isinstance(labels, dict):
+        labels.pop(HASH_LABEL, None)
+    new = copy.deepcopy(ro)
+    new["spec"]["template"] = template
+    return Patch(new, spec=True)

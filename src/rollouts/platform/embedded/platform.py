@@ -96,6 +96,12 @@ class EmbeddedWorkloads:
 
         self.store.mutate("ReplicaSet", name, namespace, change)
 
+    def set_revision(self, namespace: str, name: str, revision: int) -> None:
+        def change(rs: dict[str, Any]) -> None:
+            rs["metadata"].setdefault("annotations", {})[objects.REVISION_ANNOTATION] = str(revision)
+
+        self.store.mutate("ReplicaSet", name, namespace, change)
+
     def delete_replica_set(self, namespace: str, name: str) -> None:
         self.store.delete("ReplicaSet", name, namespace)
 
