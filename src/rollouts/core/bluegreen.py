@@ -12,8 +12,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from rollouts.core import defaults
-from rollouts.core.context import PAUSE_BLUE_GREEN, PAUSE_INCONCLUSIVE, Reconcile
-from rollouts.core.plan import RUN_POST, RUN_PRE, PointService, RunView
+from rollouts.core.context import PAUSE_BLUE_GREEN, Reconcile
+from rollouts.core.plan import RUN_POST, RUN_PRE, PointService
 from rollouts.model.rollout import BlueGreenStatus, BlueGreenStrategy
 
 
@@ -153,20 +153,7 @@ def _analysis_passed(ctx: Reconcile, bg: BlueGreenStrategy, *, pre: bool) -> boo
         bgs.pre_promotion_analysis_run_status = ctx.run_status(name, run)
     else:
         bgs.post_promotion_analysis_run_status = ctx.run_status(name, run)
-    return _consume_run(ctx, run, "PrePromotion" if pre else "PostPromotion")
-
-
-def _consume_run(ctx: Reconcile, run: RunView | None, label: str) -> bool:
-    if run is None:
-        return False
-    if run.phase == "Successful":
-        return True
-    if run.phase in ("Failed", "Error"):
-        detail = f"{label} analysis phase {run.phase.lower()}: {run.message}".rstrip(": ")
-        ctx.abort(f"RolloutAborted: Rollout aborted update to revision {ctx.new_revision()}: {detail}")
-    elif run.phase == "Inconclusive":
-        ctx.add_pause(PAUSE_INCONCLUSIVE)
-    return False
+    return ctx.consume_run(run, "PrePromotion" if pre else "PostPromotion")
 
 
 def _pause_passed(ctx: Reconcile, bg: BlueGreenStrategy) -> bool:

@@ -13,9 +13,9 @@ import math
 from datetime import timedelta
 
 from rollouts.core import defaults
-from rollouts.core.context import PAUSE_CANARY_STEP, PAUSE_INCONCLUSIVE, Reconcile
+from rollouts.core.context import PAUSE_CANARY_STEP, Reconcile
 from rollouts.core.durations import DurationError, parse_pause_duration
-from rollouts.core.plan import RUN_BACKGROUND, RUN_STEP, PointService, RunView, SetCanaryWeight
+from rollouts.core.plan import RUN_BACKGROUND, RUN_STEP, PointService, SetCanaryWeight
 from rollouts.model.rollout import (
     CanaryStatus,
     CanaryStep,
@@ -239,7 +239,7 @@ def _step_analysis_done(ctx: Reconcile, step: CanaryStep, index: int) -> bool:
     slot = status.canary.current_step_analysis_run_status
     name, run = ctx.ensure_run(slot.name if slot else None, RUN_STEP, step.analysis, str(index), index)
     status.canary.current_step_analysis_run_status = ctx.run_status(name, run)
-    return _consume_run(ctx, run, "Step-based")
+    return ctx.consume_run(run, "Step-based")
 
 
 def _background_analysis(ctx: Reconcile, canary: CanaryStrategy, index: int) -> bool:
@@ -254,24 +254,8 @@ def _background_analysis(ctx: Reconcile, canary: CanaryStrategy, index: int) -> 
     status.canary.current_background_analysis_run_status = ctx.run_status(name, run)
     if run is None or run.phase in ("Pending", "Running", "Successful"):
         return False
-    _consume_run(ctx, run, "Background")
+    ctx.consume_run(run, "Background")
     return True
-
-
-def _consume_run(ctx: Reconcile, run: RunView | None, label: str) -> bool:
-    """Map a run's phase onto the rollout (reference b.7): True when the analysis passed."""
-    if run is None:
-        return False
-    if run.phase == "Successful":
-        return True
-    if run.phase in ("Failed", "Error"):
-        detail = f"{label} analysis phase {run.phase.lower()}: {run.message}".rstrip(": ")
-        ctx.abort(f"RolloutAborted: Rollout aborted update to revision {ctx.new_revision()}: {detail}")
-        ctx.plan.requeue(0)
-        return False
-    if run.phase == "Inconclusive":
-        ctx.add_pause(PAUSE_INCONCLUSIVE)
-    return False
 
 
 def _promote(ctx: Reconcile, canary: CanaryStrategy) -> None:

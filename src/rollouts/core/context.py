@@ -230,6 +230,23 @@ class Reconcile:
                 continue
             self.plan.actions.append(TerminateAnalysisRun(run.name))
 
+    def consume_run(self, run: RunView | None, label: str) -> bool:
+        """Map a run's phase onto the rollout (reference b.7): True when the analysis passed.
+
+        Failed/Error aborts (the strategy unwinds in the same reconcile); Inconclusive pauses.
+        """
+        if run is None:
+            return False
+        if run.phase == "Successful":
+            return True
+        if run.phase in ("Failed", "Error"):
+            detail = f"{label} analysis phase {run.phase.lower()}: {run.message}".rstrip(": ")
+            self.abort(f"RolloutAborted: Rollout aborted update to revision {self.new_revision()}: {detail}")
+            self.plan.requeue(0)
+        elif run.phase == "Inconclusive":
+            self.add_pause(PAUSE_INCONCLUSIVE)
+        return False
+
     @staticmethod
     def run_status(name: str, run: RunView | None) -> RolloutAnalysisRunStatus:
         phase = run.phase if run is not None else "Pending"
