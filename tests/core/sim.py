@@ -46,7 +46,9 @@ def blue_green_rollout(*, replicas: int = 3, image: str = "app:v1", **bg: Any) -
 
 
 class Sim:
-    def __init__(self, manifest: dict[str, Any], now: datetime = T0) -> None:
+    def __init__(self, manifest: dict[str, Any], now: datetime = T0, *, implicit_router: bool = True) -> None:
+        """`implicit_router`: the platform routes by weight (the embedded proxy); False = a basic canary."""
+        self.implicit_router = implicit_router
         self.manifest = copy.deepcopy(manifest)
         self.status: dict[str, Any] | None = None
         self.now = now
@@ -97,7 +99,14 @@ class Sim:
     # --- reconcile -------------------------------------------------------------------------
 
     def reconcile(self) -> p.Plan:
-        snap = p.Snapshot(self.rollout(), tuple(self.rs.values()), tuple(self.runs.values()), self.now, self.invalid)
+        snap = p.Snapshot(
+            self.rollout(),
+            tuple(self.rs.values()),
+            tuple(self.runs.values()),
+            self.now,
+            self.invalid,
+            implicit_router=self.implicit_router,
+        )
         result = plan(snap)
         for action in result.actions:
             self._apply(action)

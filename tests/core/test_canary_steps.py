@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-from rollouts.core.canary import current_canary_scale, current_set_weight, traffic_routed_canary_replicas
-from rollouts.model.rollout import CanaryStep, SetCanaryScale
 from rollouts.ops import patches
 from tests.core.sim import Sim, canary_rollout
 
@@ -23,71 +21,6 @@ def deployed(steps: list[dict[str, Any]] = STEPS, **kw: Any) -> Sim:
     sim.converge()
     assert sim.phase == "Healthy"
     return sim
-
-
-def steps_of(*raw: dict[str, object]) -> list[CanaryStep]:
-    return [CanaryStep.model_validate(s) for s in raw]
-
-
-@pytest.mark.parametrize(
-    ("steps", "index", "aborted", "expected"),
-    [
-        pytest.param([{"setWeight": 10}, {"pause": {}}], 0, False, 10, id="at-set-weight"),
-        pytest.param([{"setWeight": 10}, {"pause": {}}], 1, False, 10, id="pause-keeps-previous-weight"),
-        pytest.param([{"pause": {}}, {"setWeight": 10}], 0, False, 0, id="no-weight-yet"),
-        pytest.param([{"setWeight": 10}, {"setWeight": 40}], 2, False, 100, id="after-last-step"),
-        pytest.param([{"setWeight": 10}], None, False, 100, id="no-index-means-done"),
-        pytest.param([{"setWeight": 10}, {"pause": {}}], 1, True, 0, id="aborted"),
-        pytest.param([], 0, False, 100, id="no-steps"),
-        pytest.param(
-            [{"setWeight": 30}, {"analysis": {"templates": [{"templateName": "t"}]}}],
-            1,
-            False,
-            30,
-            id="analysis-keeps-weight",
-        ),
-    ],
-)
-def test_current_set_weight(steps: list[dict[str, object]], index: int | None, aborted: bool, expected: int) -> None:
-    assert current_set_weight(steps_of(*steps), index, aborted=aborted) == expected
-
-
-@pytest.mark.parametrize(
-    ("replicas", "weight", "scale", "expected"),
-    [
-        pytest.param(4, 20, None, 1, id="20pct-of-4-rounds-up"),
-        pytest.param(4, 50, None, 2, id="50pct-of-4"),
-        pytest.param(3, 10, None, 1, id="10pct-of-3-rounds-up"),
-        pytest.param(10, 0, None, 0, id="zero-weight"),
-        pytest.param(5, 100, None, 5, id="full-weight"),
-        pytest.param(4, 20, {"replicas": 3}, 3, id="setCanaryScale-replicas"),
-        pytest.param(10, 20, {"weight": 55}, 6, id="setCanaryScale-weight-rounds-up"),
-        pytest.param(1, 1, None, 1, id="one-replica-any-weight"),
-    ],
-)
-def test_traffic_routed_canary_replicas(
-    replicas: int, weight: int, scale: dict[str, int] | None, expected: int
-) -> None:
-    canary_scale = SetCanaryScale.model_validate(scale) if scale is not None else None
-    assert traffic_routed_canary_replicas(replicas, weight, canary_scale) == expected
-
-
-@pytest.mark.parametrize(
-    ("steps", "index", "expected"),
-    [
-        pytest.param([{"setCanaryScale": {"replicas": 2}}, {"setWeight": 10}], 1, {"replicas": 2}, id="sticky"),
-        pytest.param(
-            [{"setCanaryScale": {"replicas": 2}}, {"setCanaryScale": {"matchTrafficWeight": True}}],
-            1,
-            None,
-            id="match-traffic-weight-resets",
-        ),
-        pytest.param([{"setWeight": 10}], 0, None, id="none"),
-    ],
-)
-def test_current_canary_scale(steps: list[dict[str, object]], index: int, expected: dict[str, int] | None) -> None:
-    scale = current_canary_scale(steps_of(*steps), index)
-    assert (scale.to_json() if scale else None) == expected
 
 
 def test_initial_deploy_skips_steps_and_is_stable() -> None:
@@ -147,6 +80,9 @@ def test_promote_to_stable(full: bool, expected_completion: str) -> None:
     assert sim.status["stableRS"] == sim.hash_of(2)
     assert sim.status["duration"]["completionStatus"] == expected_completion
     assert sim.weight == 0 and sim.services["app"] == sim.hash_of(2)
+    assert sim.replicas() == {1: 4, 2: 4}, "the old stable stays up for scaleDownDelaySeconds (30)"
+    sim.advance(30)
+    sim.converge()
     assert sim.replicas() == {1: 0, 2: 4}
 
 
@@ -161,14 +97,13 @@ def test_weight_rises_only_when_canary_pods_are_available() -> None:
     assert sim.weight == 50
 
 
-def test_abort_returns_traffic_and_scales_canary_down() -> None:
-    sim = deployed()
+def test_basic_canary_abort_scales_canary_down_at_once() -> None:
+    sim = Sim(canary_rollout(STEPS), implicit_router=False)
+    sim.converge()
     sim.set_image("app:v2")
     sim.converge()
-    assert sim.weight == 20
     sim.status = patches.abort(sim.rollout().to_json()).obj["status"]
     sim.reconcile()
-    assert sim.weight == 0
     assert sim.services["app"] == sim.hash_of(1)
     assert sim.phase == "Degraded"
     assert sim.status is not None and sim.status["message"].startswith(
@@ -344,3 +279,27 @@ def test_undo_to_an_older_revision(window: int | None, expected_step_after_undo:
     assert sim.status is not None and sim.status["currentPodHash"] == v2
     assert sorted(sim.replicas()) == [1, 3, 4] and sim.hash_of(4) == v2, "revision 2 became revision 4"
     assert (sim.step, sim.phase) == (expected_step_after_undo, expected_phase)
+
+
+@pytest.mark.parametrize(
+    ("implicit_router", "expected"),
+    [
+        pytest.param(True, {1: 4, 2: 2}, id="routed-stable-stays-full"),
+        pytest.param(False, {1: 2, 2: 2}, id="basic-canary-approximates-weight-by-pods"),
+    ],
+)
+def test_replica_counts_at_first_step(implicit_router: bool, expected: dict[int, int]) -> None:
+    sim = Sim(canary_rollout([{"setWeight": 50}, {"pause": {}}]), implicit_router=implicit_router)
+    sim.converge()
+    sim.set_image("app:v2")
+    sim.converge()
+    assert sim.step == 1
+    assert sim.replicas() == expected
+
+
+def test_scale_down_delay_revision_limit() -> None:
+    sim = deployed([], trafficRouting={"nginx": {"stableIngress": "app"}}, scaleDownDelayRevisionLimit=1)
+    for image in ("app:v2", "app:v3"):
+        sim.set_image(image)
+        sim.converge()
+    assert sim.replicas() == {1: 0, 2: 4, 3: 4}, "only one old revision lingers"

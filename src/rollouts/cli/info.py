@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from rollouts.core import defaults
-from rollouts.core.canary import current_set_weight
+from rollouts.core.replicas import current_set_weight
 from rollouts.core.timeutil import parse_rfc3339
 from rollouts.model.rollout import Rollout
 
@@ -220,9 +220,7 @@ def build_info(ro: Obj, replica_sets: list[Obj], pods: list[Obj], runs: list[Obj
         index = status.get("currentStepIndex")
         if steps:
             step = f"{min(index if index is not None else 0, len(steps))}/{len(steps)}"
-        set_weight = current_set_weight(steps, index, aborted=bool(status.get("abort")))
-        if stable and current == stable:
-            set_weight = 100
+        set_weight = current_set_weight(rollout)
         weights = (status.get("canary") or {}).get("weights")
         if weights:
             actual_weight = int((weights.get("canary") or {}).get("weight", 0))

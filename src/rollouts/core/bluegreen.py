@@ -68,8 +68,7 @@ def _hold_stable(ctx: Reconcile, bg: BlueGreenStrategy) -> None:
     status.abort = None
     status.aborted_at = None
     ctx.clear_pauses()
-    delay = defaults.scale_down_delay_seconds(bg)
-    ctx.scale_down_old((ctx.new_hash,), delay, bg.scale_down_delay_revision_limit)
+    ctx.scale_down_old((ctx.new_hash,), bg.scale_down_delay_revision_limit)
     ctx.trim_history((ctx.new_hash,))
 
 
@@ -94,7 +93,7 @@ def _unwind_abort(ctx: Reconcile, bg: BlueGreenStrategy) -> None:
             ctx.scale(ctx.new_rs, 0)
         else:
             ctx.plan.requeue((due - ctx.now).total_seconds())
-    ctx.scale_down_old((ctx.new_hash, ctx.stable_hash), 0, None)
+    ctx.scale_down_old((ctx.new_hash, ctx.stable_hash))
 
 
 def _progress(ctx: Reconcile, bg: BlueGreenStrategy) -> None:
@@ -112,7 +111,7 @@ def _progress(ctx: Reconcile, bg: BlueGreenStrategy) -> None:
     if bgs.active_selector != ctx.new_hash:
         _point(ctx, bg.active_service, ctx.stable_hash)
         bgs.active_selector = ctx.stable_hash
-    ctx.scale_down_old((ctx.new_hash, ctx.stable_hash), 0, None)
+    ctx.scale_down_old((ctx.new_hash, ctx.stable_hash))
     available = ctx.new_rs.available >= target and ctx.new_rs.replicas >= target
     if not available:
         return
@@ -183,6 +182,7 @@ def _promote(ctx: Reconcile, bg: BlueGreenStrategy) -> None:
     assert status.blue_green is not None
     completion = "FastPromoted" if status.promote_full else "Promoted"
     ctx.finish(completion)
+    ctx.delay_scale_down(ctx.stable_rs, defaults.scale_down_delay_seconds(bg))
     status.stable_rs = ctx.new_hash
     status.promote_full = None
     status.blue_green.scale_up_preview_check_point = None

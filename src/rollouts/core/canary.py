@@ -2,63 +2,37 @@
 
 A linear pipeline in the manner of Argo's `rolloutCanary`: settle the revision, then either
 hold the stable revision (initial deploy, fast rollback), unwind an aborted update, or move
-the update through its steps. The embedded proxy and NGINX are traffic routers, so replica
-counts follow the traffic-routed arithmetic (`replicas.traffic_routed_counts`): the stable
-ReplicaSet stays at full size and the canary is sized from the weight or setCanaryScale.
+the update through its steps. Replica counts come from Argo's exact arithmetic
+(`replicas.canary_replica_counts`): traffic-routed when the spec names a router or the
+platform routes by weight itself (the embedded proxy), else the basic canary's approximation
+of the weight by pod counts within maxSurge/maxUnavailable.
 """
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 
 from rollouts.core import defaults
 from rollouts.core.context import PAUSE_CANARY_STEP, Reconcile
 from rollouts.core.durations import DurationError, parse_pause_duration
-from rollouts.core.plan import RUN_BACKGROUND, RUN_STEP, PointService, SetCanaryWeight
+from rollouts.core.plan import RUN_BACKGROUND, RUN_STEP, PointService, ReplicaSetView, SetCanaryWeight
+from rollouts.core.replicas import (
+    ReplicaSetCounts,
+    at_desired_replica_counts,
+    canary_replica_counts,
+    current_set_weight,
+)
 from rollouts.model.rollout import (
     CanaryStatus,
     CanaryStep,
     CanaryStrategy,
-    SetCanaryScale,
     TrafficWeights,
     WeightDestination,
 )
 
 
-def current_set_weight(steps: list[CanaryStep], index: int | None, *, aborted: bool = False) -> int:
-    """Argo's GetCurrentSetWeight: the last setWeight at or before the current step."""
-    if aborted:
-        return 0
-    if index is None or index >= len(steps):
-        return 100
-    for step in reversed(steps[: index + 1]):
-        if step.set_weight is not None:
-            return step.set_weight
-    return 0
-
-
-def current_canary_scale(steps: list[CanaryStep], index: int | None) -> SetCanaryScale | None:
-    """The setCanaryScale in force: sticky until a later one sets matchTrafficWeight."""
-    if index is None:
-        return None
-    for step in reversed(steps[: min(index, len(steps) - 1) + 1] if steps else []):
-        if step.set_canary_scale is not None:
-            return None if step.set_canary_scale.match_traffic_weight else step.set_canary_scale
-    return None
-
-
-def traffic_routed_canary_replicas(replicas: int, weight: int, scale: SetCanaryScale | None) -> int:
-    """Canary size with a traffic router: from setCanaryScale if set, else from the weight (rounded up)."""
-    if scale is not None and scale.replicas is not None:
-        return scale.replicas
-    percent = scale.weight if scale is not None and scale.weight is not None else weight
-    return min(replicas, math.ceil(replicas * percent / 100)) if percent < 100 else replicas
-
-
 def plan_canary(ctx: Reconcile) -> None:
-    canary = ctx.rollout.spec.strategy.canary
-    assert canary is not None
+    canary = ctx.canary_strategy()
     steps = canary.steps or []
     status = ctx.status
     if status.current_pod_hash != ctx.new_hash:
@@ -77,9 +51,11 @@ def plan_canary(ctx: Reconcile) -> None:
 
 
 def _services(ctx: Reconcile, canary: CanaryStrategy, stable_hash: str, canary_hash: str, weight: int) -> None:
+    """Pin the Services to their revisions and, with a router, set the canary's share of traffic."""
     if canary.stable_service:
         ctx.plan.actions.append(PointService(canary.stable_service, stable_hash))
-        ctx.plan.actions.append(SetCanaryWeight(canary.stable_service, canary.canary_service, canary_hash, weight))
+        if canary.traffic_routing is not None:
+            ctx.plan.actions.append(SetCanaryWeight(canary.stable_service, canary.canary_service, canary_hash, weight))
     if canary.canary_service:
         ctx.plan.actions.append(PointService(canary.canary_service, canary_hash))
     ctx.status.canary = ctx.status.canary or CanaryStatus()
@@ -90,6 +66,19 @@ def _services(ctx: Reconcile, canary: CanaryStrategy, stable_hash: str, canary_h
         ),
         verified=True,
     )
+
+
+def _counts(rs: ReplicaSetView | None) -> ReplicaSetCounts | None:
+    return None if rs is None else ReplicaSetCounts(rs.name, rs.replicas, rs.available)
+
+
+def _observed_weight(ctx: Reconcile, canary_hash: str) -> int:
+    """Without a router, traffic follows the pods: the canary's share of available pods."""
+    canary_rs = ctx.snap.rs_by_hash(canary_hash)
+    stable_rs = ctx.stable_rs
+    canary_pods = canary_rs.available if canary_rs else 0
+    total = canary_pods + (stable_rs.available if stable_rs else 0)
+    return round(100 * canary_pods / total) if total else 0
 
 
 def _current_weight(ctx: Reconcile) -> int:
@@ -120,8 +109,7 @@ def _hold_stable(ctx: Reconcile, canary: CanaryStrategy, steps: list[CanaryStep]
     if status.canary is not None:
         status.canary.current_step_analysis_run_status = None
         status.canary.current_background_analysis_run_status = None
-    delay = defaults.scale_down_delay_seconds(canary)
-    ctx.scale_down_old((ctx.new_hash,), delay, canary.scale_down_delay_revision_limit)
+    ctx.scale_down_old((ctx.new_hash,), canary.scale_down_delay_revision_limit)
     ctx.trim_history((ctx.new_hash,))
 
 
@@ -130,13 +118,24 @@ def _unwind_abort(ctx: Reconcile, canary: CanaryStrategy) -> None:
     status = ctx.status
     assert ctx.stable_hash is not None
     ctx.note_abort()
-    _services(ctx, canary, ctx.stable_hash, ctx.new_hash, 0)
-    ctx.scale(ctx.stable_rs, ctx.replicas)
+    routed = canary.traffic_routing is not None
+    counts = canary_replica_counts(
+        ctx.planning_rollout(), _counts(ctx.new_rs), _counts(ctx.stable_rs), [_counts_of(rs) for rs in _others(ctx)]
+    )
+    _services(ctx, canary, ctx.stable_hash, ctx.new_hash, 0 if routed else _observed_weight(ctx, ctx.new_hash))
+    ctx.scale(ctx.stable_rs, counts.stable)
     ctx.cancel_scale_down(ctx.stable_rs)
     ctx.terminate_runs()
     status.current_step_index = 0
     ctx.clear_pauses()
     ctx.finish("Aborted")
+    if not routed:
+        ctx.scale(ctx.new_rs, counts.canary)
+        ctx.scale_down_old((ctx.new_hash, ctx.stable_hash))
+        return
+    if counts.canary > 0:
+        ctx.scale(ctx.new_rs, counts.canary)  # setCanaryScale kept (abortScaleDownDelaySeconds: 0)
+        return
     delay = defaults.abort_scale_down_delay_seconds(canary)
     if delay < 0:
         ctx.scale(ctx.new_rs, 0)
@@ -146,7 +145,7 @@ def _unwind_abort(ctx: Reconcile, canary: CanaryStrategy) -> None:
             ctx.scale(ctx.new_rs, 0)
         else:
             ctx.plan.requeue((due - ctx.now).total_seconds())
-    ctx.scale_down_old((ctx.new_hash, ctx.stable_hash), 0, None)
+    ctx.scale_down_old((ctx.new_hash, ctx.stable_hash))
 
 
 def _progress(ctx: Reconcile, canary: CanaryStrategy, steps: list[CanaryStep]) -> None:
@@ -158,37 +157,39 @@ def _progress(ctx: Reconcile, canary: CanaryStrategy, steps: list[CanaryStep]) -
         status.current_step_index = index
     halted = bool(ctx.rollout.spec.paused)
 
-    # Replica counts and traffic follow the step we are on.
-    weight = current_set_weight(steps, index)
-    scale = current_canary_scale(steps, index)
-    canary_replicas = traffic_routed_canary_replicas(ctx.replicas, weight, scale)
-    ctx.scale(ctx.new_rs, canary_replicas)
-    ctx.scale(ctx.stable_rs, ctx.replicas)
+    # Replica counts and traffic follow the step we are on (Argo's exact arithmetic).
+    planning = ctx.planning_rollout()
+    new_c, stable_c = _counts(ctx.new_rs), _counts(ctx.stable_rs)
+    others_c = [_counts_of(rs) for rs in _others(ctx)]
+    counts = canary_replica_counts(planning, new_c, stable_c, others_c)
+    at_counts = at_desired_replica_counts(planning, new_c, stable_c, others_c)
+    ctx.scale(ctx.new_rs, counts.canary)
+    ctx.scale(ctx.stable_rs, counts.stable)
     ctx.cancel_scale_down(ctx.stable_rs)
     ctx.cancel_scale_down(ctx.new_rs)
-    ready = ctx.new_rs.available >= canary_replicas and ctx.new_rs.replicas >= canary_replicas
-    applied = _current_weight(ctx)
-    # Never send more traffic to the canary than its available pods can take.
-    target = weight if (weight <= applied or ready) else applied
+    ready = ctx.new_rs.available >= counts.canary and ctx.new_rs.replicas >= counts.canary
+    weight = current_set_weight(planning)
+    if canary.traffic_routing is not None:
+        applied = _current_weight(ctx)
+        # Never send more traffic to the canary than its available pods can take.
+        target = weight if (weight <= applied or ready) else applied
+    else:
+        target = weight = _observed_weight(ctx, ctx.new_hash)
     _services(ctx, canary, ctx.stable_hash, ctx.new_hash, target)
-    ctx.scale_down_old(
-        (ctx.new_hash, ctx.stable_hash),
-        defaults.scale_down_delay_seconds(canary),
-        canary.scale_down_delay_revision_limit,
-    )
+    ctx.scale_down_old((ctx.new_hash, ctx.stable_hash), canary.scale_down_delay_revision_limit)
 
     if _background_analysis(ctx, canary, index):
         if status.abort:
             _unwind_abort(ctx, canary)
         return
     if index >= len(steps):
-        if ready and not halted:
+        if ready and ctx.new_rs.available >= ctx.replicas and not halted:
             _promote(ctx, canary)
         return
     if halted:
         return
     step = steps[index]
-    done = _step_done(ctx, step, index, ready and target == weight)
+    done = _step_done(ctx, step, index, at_counts and target == weight)
     if status.abort:
         # The failing verdict and the traffic shift back to stable happen in one reconcile.
         _unwind_abort(ctx, canary)
@@ -199,6 +200,14 @@ def _progress(ctx: Reconcile, canary: CanaryStrategy, steps: list[CanaryStep]) -
             status.canary.current_step_analysis_run_status = None
         ctx.plan.event("RolloutStepCompleted", f"Rollout step {index + 1}/{len(steps)} completed ({_describe(step)})")
         ctx.plan.requeue(0)
+
+
+def _others(ctx: Reconcile) -> list[ReplicaSetView]:
+    return ctx.others(ctx.new_hash, ctx.stable_hash)
+
+
+def _counts_of(rs: ReplicaSetView) -> ReplicaSetCounts:
+    return ReplicaSetCounts(rs.name, rs.replicas, rs.available)
 
 
 def _step_done(ctx: Reconcile, step: CanaryStep, index: int, at_weight: bool) -> bool:
@@ -262,6 +271,7 @@ def _promote(ctx: Reconcile, canary: CanaryStrategy) -> None:
     status = ctx.status
     assert ctx.stable_rs is not None
     _services(ctx, canary, ctx.new_hash, ctx.new_hash, 0)
+    ctx.delay_scale_down(ctx.stable_rs, defaults.scale_down_delay_seconds(canary))
     ctx.terminate_runs()
     completion = "FastPromoted" if status.promote_full else "Promoted"
     ctx.finish(completion)

@@ -29,12 +29,14 @@ from rollouts.core.plan import (
 )
 from rollouts.core.timeutil import parse_rfc3339, to_rfc3339
 from rollouts.model.rollout import (
+    CanaryStrategy,
     PauseCondition,
     Rollout,
     RolloutAnalysis,
     RolloutAnalysisRunStatus,
     RolloutDuration,
     RolloutStatus,
+    TrafficRouting,
 )
 
 # Pause reasons (reference c: the code's names, not the spec doc's).
@@ -59,6 +61,25 @@ class Reconcile:
         self.new_rs = snap.rs_by_hash(self.new_hash)
         self.stable_hash = self.status.stable_rs
         self.stable_rs = snap.rs_by_hash(self.stable_hash)
+        self._deadlines: dict[str, datetime | None] = {}
+
+    # --- strategy as planned ---------------------------------------------------------------
+
+    def canary_strategy(self) -> CanaryStrategy:
+        """The canary strategy, with an (empty) trafficRouting when the platform routes traffic itself."""
+        canary = self.rollout.spec.strategy.canary
+        assert canary is not None
+        if canary.traffic_routing is None and self.snap.implicit_router:
+            return canary.model_copy(update={"traffic_routing": TrafficRouting()})
+        return canary
+
+    def planning_rollout(self) -> Rollout:
+        """The rollout as the replica arithmetic must see it: this reconcile's status, the planned strategy."""
+        strategy = self.rollout.spec.strategy
+        if strategy.canary is not None:
+            strategy = strategy.model_copy(update={"canary": self.canary_strategy()})
+        spec = self.rollout.spec.model_copy(update={"strategy": strategy})
+        return self.rollout.model_copy(update={"spec": spec, "status": self.status})
 
     # --- names -----------------------------------------------------------------------------
 
@@ -103,28 +124,41 @@ class Reconcile:
             f"Scaled {direction} ReplicaSet {rs.name} (revision {rs.revision}) from {rs.replicas} to {replicas}",
         )
 
-    def scale_down_old(self, keep: tuple[str | None, ...], delay_seconds: int, revision_limit: int | None) -> None:
-        """Old ReplicaSets go to 0: at once, or after `delay_seconds` (a deadline annotation)."""
+    def scale_down_old(self, keep: tuple[str | None, ...], revision_limit: int | None = None) -> None:
+        """Old ReplicaSets go to 0 at once, except those marked with a scale-down deadline.
+
+        Only a stable that was just replaced is marked (`delay_scale_down`), as in Argo, so a
+        superseded canary goes at once while the old stable stays up for a quick rollback.
+        `revision_limit` (scaleDownDelayRevisionLimit) caps how many marked ones linger.
+        """
         lingering = sorted(
             (rs for rs in self.others(*keep) if rs.replicas > 0), key=lambda rs: rs.revision, reverse=True
         )
-        for index, rs in enumerate(lingering):
-            over_limit = revision_limit is not None and index >= revision_limit
-            if delay_seconds <= 0 or over_limit:
+        marked = 0
+        for rs in lingering:
+            deadline = self._deadlines.get(rs.name, rs.scale_down_at)
+            if deadline is None:
                 self.scale(rs, 0)
                 continue
-            if rs.scale_down_at is None:
-                at = self.now + timedelta(seconds=delay_seconds)
-                self.plan.actions.append(SetScaleDownDeadline(rs.name, at))
-                self.plan.requeue(delay_seconds)
-            elif rs.scale_down_at <= self.now:
+            marked += 1
+            if deadline <= self.now or (revision_limit is not None and marked > revision_limit):
                 self.scale(rs, 0)
                 self.plan.actions.append(SetScaleDownDeadline(rs.name, None))
             else:
-                self.plan.requeue((rs.scale_down_at - self.now).total_seconds())
+                self.plan.requeue((deadline - self.now).total_seconds())
+
+    def delay_scale_down(self, rs: ReplicaSetView | None, delay_seconds: int) -> None:
+        """Keep a replaced stable up for `delay_seconds` (scale-down-deadline annotation); 0 = scale it down now."""
+        if rs is None or delay_seconds <= 0:
+            return
+        at = self.now + timedelta(seconds=delay_seconds)
+        self._deadlines[rs.name] = at
+        self.plan.actions.append(SetScaleDownDeadline(rs.name, at))
+        self.plan.requeue(delay_seconds)
 
     def cancel_scale_down(self, rs: ReplicaSetView | None) -> None:
-        if rs is not None and rs.scale_down_at is not None:
+        if rs is not None and self._deadlines.get(rs.name, rs.scale_down_at) is not None:
+            self._deadlines[rs.name] = None
             self.plan.actions.append(SetScaleDownDeadline(rs.name, None))
 
     def trim_history(self, keep: tuple[str | None, ...]) -> None:

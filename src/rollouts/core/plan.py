@@ -55,6 +55,9 @@ class Snapshot:
     runs: tuple[RunView, ...]
     now: datetime
     invalid_spec: str | None = None
+    # The platform splits traffic by weight even without spec.trafficRouting (the embedded
+    # proxy): such a canary is planned as traffic-routed.
+    implicit_router: bool = False
 
     def rs_by_hash(self, pod_hash: str | None) -> ReplicaSetView | None:
         if pod_hash is None:

@@ -32,7 +32,7 @@ def plan(snap: Snapshot) -> Plan:
     generation = ctx.rollout.metadata.generation
     status.observed_generation = str(generation) if generation is not None else None
     _conditions(ctx)
-    result = rollout_phase(ctx.rollout, status)
+    result = rollout_phase(ctx.planning_rollout(), status)
     if status.phase != result.phase and result.phase == HEALTHY:
         ctx.plan.event("RolloutHealthy", "Rollout is healthy")
     status.phase = result.phase

@@ -64,6 +64,11 @@ class Platform(Protocol):
     @property
     def traffic(self) -> TrafficRouter: ...
 
+    @property
+    def implicit_traffic_router(self) -> bool:
+        """True when the platform splits traffic by weight even without spec.trafficRouting."""
+        ...
+
     def unsupported(self, rollout: Rollout) -> str | None:
         """Why this platform cannot run the rollout (a feature it lacks), or None."""
         ...

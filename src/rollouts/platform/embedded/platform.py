@@ -159,6 +159,8 @@ class EmbeddedTraffic:
 
 class EmbeddedPlatform:
     name = "embedded"
+    # The built-in proxy splits every canary by weight, so canaries are planned as traffic-routed.
+    implicit_traffic_router = True
 
     def __init__(self, store: SqliteStore) -> None:
         self.workloads = EmbeddedWorkloads(store)
