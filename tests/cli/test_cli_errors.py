@@ -27,13 +27,19 @@ def run(state: Path, *args: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        pytest.param(("promote", "nope"), 'error: rollout "nope" not found in namespace "default"', id="promote-missing"),
+        pytest.param(
+            ("promote", "nope"), 'error: rollout "nope" not found in namespace "default"', id="promote-missing"
+        ),
         pytest.param(("abort", "nope"), 'error: rollout "nope" not found', id="abort-missing"),
         pytest.param(("get", "rollout", "nope"), 'error: rollout "nope" not found', id="get-missing"),
-        pytest.param(("set", "image", "nope", "no-equals"), "error: expected CONTAINER=IMAGE, got 'no-equals'",
-                     id="set-image-bad-assignment"),
-        pytest.param(("status", "x", "--timeout", "soon"), "error: --timeout: invalid duration 'soon'",
-                     id="status-bad-timeout"),
+        pytest.param(
+            ("set", "image", "nope", "no-equals"),
+            "error: expected CONTAINER=IMAGE, got 'no-equals'",
+            id="set-image-bad-assignment",
+        ),
+        pytest.param(
+            ("status", "x", "--timeout", "soon"), "error: --timeout: invalid duration 'soon'", id="status-bad-timeout"
+        ),
         pytest.param(("lint", "-f", "/no/such/file.yaml"), "cannot read file", id="lint-missing-file"),
     ],
 )
@@ -87,4 +93,13 @@ def test_apply_then_operations_write_intent(state: Path) -> None:
     assert ro["metadata"]["generation"] == 3
     code, output = run(state, "list", "rollouts")
     assert code == 0 and output.splitlines()[0].split() == [
-        "NAME", "STRATEGY", "STATUS", "STEP", "SET-WEIGHT", "READY", "DESIRED", "UP-TO-DATE", "AVAILABLE"]
+        "NAME",
+        "STRATEGY",
+        "STATUS",
+        "STEP",
+        "SET-WEIGHT",
+        "READY",
+        "DESIRED",
+        "UP-TO-DATE",
+        "AVAILABLE",
+    ]

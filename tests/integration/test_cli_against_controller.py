@@ -19,8 +19,12 @@ pytestmark = pytest.mark.integration
 
 def manifests(tmp_path: Path, strategy: dict[str, Any], services: dict[str, int]) -> Path:
     docs: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-         "spec": {"selector": {"app": "web"}, "ports": [{"port": port}]}}
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": port}]},
+        }
         for name, port in services.items()
     ]
     docs.append(
@@ -31,7 +35,10 @@ def manifests(tmp_path: Path, strategy: dict[str, Any], services: dict[str, int]
             "spec": {
                 "replicas": 2,
                 "selector": {"matchLabels": {"app": "web"}},
-                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [demo_container("demo:v1")]}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [demo_container("demo:v1")]},
+                },
                 "strategy": strategy,
             },
         }
@@ -50,8 +57,9 @@ def healthy_on(revision_image: str) -> Any:
 
 def test_canary_promote_abort_retry(controller: ControllerProcess, tmp_path: Path) -> None:
     stable, canary = free_port(), free_port()
-    strategy = {"canary": {"stableService": "web", "canaryService": "web-canary",
-                           "steps": [{"setWeight": 50}, {"pause": {}}]}}
+    strategy = {
+        "canary": {"stableService": "web", "canaryService": "web-canary", "steps": [{"setWeight": 50}, {"pause": {}}]}
+    }
     controller.cli("apply", "-f", str(manifests(tmp_path, strategy, {"web": stable, "web-canary": canary})))
     controller.wait_for("web", healthy_on("v1"))
     url = f"http://127.0.0.1:{stable}/"
@@ -85,8 +93,14 @@ def test_canary_promote_abort_retry(controller: ControllerProcess, tmp_path: Pat
 
 def test_blue_green_waits_for_promote(controller: ControllerProcess, tmp_path: Path) -> None:
     active, preview = free_port(), free_port()
-    strategy = {"blueGreen": {"activeService": "web", "previewService": "web-preview",
-                              "autoPromotionEnabled": False, "scaleDownDelaySeconds": 2}}
+    strategy = {
+        "blueGreen": {
+            "activeService": "web",
+            "previewService": "web-preview",
+            "autoPromotionEnabled": False,
+            "scaleDownDelaySeconds": 2,
+        }
+    }
     controller.cli("apply", "-f", str(manifests(tmp_path, strategy, {"web": active, "web-preview": preview})))
     controller.wait_for("web", healthy_on("v1"))
     controller.cli("set", "image", "web", "app=demo:v2")

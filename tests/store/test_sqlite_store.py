@@ -12,8 +12,12 @@ from rollouts.store.sqlite import AlreadyExistsError, Change, ConflictError, Not
 
 
 def rollout(name: str = "app", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "metadata": {"name": name},
-            "spec": {"replicas": 1, **spec}}
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": name},
+        "spec": {"replicas": 1, **spec},
+    }
 
 
 @pytest.fixture

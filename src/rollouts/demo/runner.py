@@ -26,8 +26,8 @@ from rollouts.core.durations import format_duration
 from rollouts.demo import manifests
 from rollouts.demo.prometheus import PrometheusProcess, find_prometheus
 from rollouts.demo.traffic import TrafficGenerator, TrafficStats
-from rollouts.ops import patches
 from rollouts.host import EmbeddedHost
+from rollouts.ops import patches
 from rollouts.platform.embedded.routing import RoutingTable
 from rollouts.store.sqlite import Change, ConflictError
 
