@@ -65,6 +65,7 @@ class RolloutReconciler:
             runs=tuple(self._runs(namespace, name)),
             now=self.clock(),
             invalid_spec=invalid,
+            implicit_router=self.platform.implicit_traffic_router,
         )
         result = plan(snapshot)
         for action in result.actions:
