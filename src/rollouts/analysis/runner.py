@@ -13,7 +13,8 @@ writes status once and only on change. It is Argo's `reconcileAnalysisRun`:
    and measurementRetention rules checked. Any failure ends the run in phase Error with
    `Unable to resolve metric arguments: …` or `Analysis spec invalid: …`;
 4. the due metrics are measured concurrently; a provider error or any exception from a
-   provider becomes an Error measurement, never an exception out of this function;
+   provider becomes an Error measurement, never an exception out of this function. A provider
+   that decides the phase itself (`ProviderResult.phase`, e.g. `job`) skips the conditions;
 5. metric phases, then the run phase, message, summaries and `completedAt` are assessed.
 
 One difference from Argo, on purpose: when a metric fails during this reconcile the run is
@@ -144,7 +145,16 @@ async def _take(
     except Exception as exc:
         log.warning("metric %r: provider %s raised %s", metric.name, kind, type(exc).__name__)
         return _Taken(due, _error(str(exc) or type(exc).__name__, started, now()), {})
-    phase, message = measurement_phase(metric, result.value, evaluate=evaluate, now=started)
+    if result.phase is None:
+        phase, message = measurement_phase(metric, result.value, evaluate=evaluate, now=started)
+    elif result.phase in COMPLETED_PHASES:
+        # The provider decided the phase itself (job: exit code): conditions are not evaluated.
+        phase, message = result.phase, result.message
+    else:
+        message = (
+            f"provider {kind} returned phase {result.phase!r}: expected one of {', '.join(sorted(COMPLETED_PHASES))}"
+        )
+        return _Taken(due, _error(message, started, now()), {})
     measurement = Measurement(
         phase=phase,
         message=message,

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import click
 
 from rollouts import __version__
+from rollouts.cli.analysis_cmds import register_analysis_commands
 from rollouts.cli.info import build_info, rollout_status
 from rollouts.cli.render import render_list, render_rollout
 from rollouts.config import default_state_path
@@ -245,31 +246,6 @@ def get_rollout(ctx: click.Context, name: str, watch: bool, timeout_seconds: flo
             time.sleep(0.5)
 
 
-@get.command("analysisrun")
-@click.argument("name")
-@click.pass_context
-def get_analysisrun(ctx: click.Context, name: str) -> None:
-    with open_store(ctx) as store:
-        run = store.get("AnalysisRun", name, ctx.obj["namespace"])
-        if run is None:
-            fail(f'analysisrun "{name}" not found')
-        status = run.get("status") or {}
-        click.echo(f"Name:     {name}\nStatus:   {status.get('phase', 'Pending')}")
-        if status.get("message"):
-            click.echo(f"Message:  {status['message']}")
-        for result in status.get("metricResults") or []:
-            click.echo(
-                f"\nMetric:   {result['name']}  {result.get('phase')}  "
-                f"(successful {result.get('successful', 0)}, failed {result.get('failed', 0)}, "
-                f"error {result.get('error', 0)}, inconclusive {result.get('inconclusive', 0)})"
-            )
-            for m in result.get("measurements") or []:
-                click.echo(
-                    f"  {m.get('finishedAt') or m.get('startedAt', '')}  {m.get('phase'):<12} "
-                    f"{m.get('value', '')}  {m.get('message') or ''}".rstrip()
-                )
-
-
 @cli.group("list")
 def list_() -> None:
     """List objects."""
@@ -285,6 +261,9 @@ def list_rollouts(ctx: click.Context, all_namespaces: bool) -> None:
             click.echo("No rollouts found.")
             return
         click.echo(render_list([_info(store, ro) for ro in rollouts]))
+
+
+register_analysis_commands(cli, get=get, list_=list_)
 
 
 @cli.command()

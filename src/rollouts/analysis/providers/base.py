@@ -25,11 +25,19 @@ class ProviderResult:
     `value` is what conditions see as `result` (float, list of floats, dict, str or None);
     `text` is the measurement's `value` string as Argo stores it (`10`, `[10,11]`, `NaN`).
     `metadata` lands in the metric result's metadata (e.g. `ResolvedPrometheusQuery`).
+
+    `phase`: a provider that decides the measurement's phase itself, like `job` (exit code 0 is
+    Successful, any other Failed, a container that cannot start Inconclusive), sets it to one
+    of the completed phases; the metric's conditions are then not evaluated. `message` is that
+    measurement's message (e.g. the job's exit code and output tail); it is only used together
+    with `phase`.
     """
 
     value: Any
     text: str
     metadata: dict[str, str] = field(default_factory=dict)
+    phase: str | None = None
+    message: str | None = None
 
 
 class MetricProvider(Protocol):

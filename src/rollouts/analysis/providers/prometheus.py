@@ -20,6 +20,11 @@ text is written as Argo writes it (Go's `FormatFloat(v, 'f', -1, 64)`): `10`, `0
 `+Inf`, and `[10,11]` / `[]` for lists. Metadata carries `ResolvedPrometheusQuery` (and
 `ResolvedPrometheusQueryStart`/`End`/`Step` for a range query, plus `warnings` when
 Prometheus returns any, formatted as Argo does: `"w1", "w2"`).
+
+When Prometheus cannot answer (unreachable, timeout, non-2xx, a rejected query, a body that
+is not an API response) the `ProviderError` names the address and the query, so the run's
+Error message says which query against which server — unlike a Failed metric, where the
+query answered and the condition said no.
 """
 
 from __future__ import annotations
@@ -202,19 +207,23 @@ class PrometheusProvider:
         url = address.rstrip("/") + path
         client = self._clients.get(insecure=bool(spec.get("insecure")))
         try:
-            async with asyncio.timeout(timeout):
-                response = await client.post(url, data=params, **request)
-                if response.status_code in (405, 501):  # a proxy that only allows GET, as Go's client does
-                    response = await client.get(url, params=params, **request)
-        except (httpx.HTTPError, OSError, TimeoutError) as exc:
-            reason = describe_http_failure(exc, timeout=timeout)
-            hint = " or raise provider.prometheus.timeout" if "timeout" in reason else " or start Prometheus"
-            raise ProviderError(
-                f"prometheus at {address} is unreachable: {reason} — check the metric's"
-                f" provider.prometheus.address{hint}"
-            ) from None
-
-        values, text, warnings = self._parse(response, address=address, query=query)
+            try:
+                async with asyncio.timeout(timeout):
+                    response = await client.post(url, data=params, **request)
+                    if response.status_code in (405, 501):  # a proxy that only allows GET, as Go's client does
+                        response = await client.get(url, params=params, **request)
+            except (httpx.HTTPError, OSError, TimeoutError) as exc:
+                reason = describe_http_failure(exc, timeout=timeout)
+                hint = " or raise provider.prometheus.timeout" if "timeout" in reason else " or start Prometheus"
+                raise ProviderError(
+                    f"prometheus at {address} is unreachable: {reason} — check the metric's"
+                    f" provider.prometheus.address{hint}"
+                ) from None
+            values, text, warnings = self._parse(response, address=address, query=query)
+        except ProviderError as exc:
+            # "The source could not answer" names the address (above) and the query, so a run's
+            # Error message says which query against which Prometheus.
+            raise ProviderError(_with_query(str(exc), query)) from None
         if warnings:
             metadata["warnings"] = warnings
         return ProviderResult(value=values, text=text, metadata=metadata)
@@ -332,6 +341,12 @@ class PrometheusProvider:
             f"prometheus at {address} returned a {result_type!r} result, which is not supported"
             " (Prometheus metric type not supported) — make the query return a scalar or a vector"
         )
+
+
+def _with_query(message: str, query: str) -> str:
+    """`message`, naming the query it is about unless it already does."""
+    shown = query.strip()
+    return message if shown in message else f"{message} (query: {shown})"
 
 
 def _warnings_metadata(payload: Mapping[str, Any]) -> str:
