@@ -27,7 +27,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rollouts.store.errors import AlreadyExistsError, ConflictError, NotFoundError, StoreError
+
 Obj = dict[str, Any]
+__all__ = [
+    "AlreadyExistsError",
+    "Change",
+    "ConflictError",
+    "Event",
+    "NotFoundError",
+    "SqliteStore",
+    "StoreError",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -63,22 +74,6 @@ INSERT OR IGNORE INTO counters (name, value) VALUES ('rv', 0);
 
 DEFAULT_NAMESPACE = "default"
 CLUSTER_SCOPED = frozenset({"ClusterAnalysisTemplate"})
-
-
-class StoreError(Exception):
-    """Base class of store errors."""
-
-
-class NotFoundError(StoreError):
-    pass
-
-
-class AlreadyExistsError(StoreError):
-    pass
-
-
-class ConflictError(StoreError):
-    """The object changed since it was read: read it again and retry."""
 
 
 @dataclass(frozen=True)
