@@ -1,0 +1,130 @@
+"""Leader election with a coordination.k8s.io/v1 Lease, as client-go's leaderelection does.
+
+Several controller replicas run; only the holder of the Lease acts. The holder renews every
+`renew_interval` (10 s); a renewal that cannot be written within `renew_deadline` ends the
+leadership (the caller stops acting at once). A follower takes the Lease only when it has
+not seen the record change for `lease_duration` (15 s) by its *own* clock — like client-go,
+it never compares its clock with another node's — and retries every `retry_period` (2 s).
+Every write carries the resourceVersion read, so two followers cannot both win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from rollouts.platform.kubernetes import resources
+from rollouts.platform.kubernetes.api import ApiError, KubeApi
+from rollouts.store.errors import AlreadyExistsError, ConflictError, StoreError
+
+log = logging.getLogger(__name__)
+
+
+def _micro_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class KubeLeaderElector:
+    def __init__(
+        self,
+        api: KubeApi,
+        identity: str,
+        *,
+        namespace: str = "default",
+        name: str = "rollouts-controller",
+        lease_duration: float = 15.0,
+        renew_interval: float = 10.0,
+        renew_deadline: float = 12.0,
+        retry_period: float = 2.0,
+    ) -> None:
+        if not renew_interval < renew_deadline < lease_duration:
+            raise ValueError("leader election needs renew interval < renew deadline < lease duration")
+        self.api = api
+        self.identity = identity
+        self.namespace = namespace
+        self.name = name
+        self.lease_duration = lease_duration
+        self.renew_interval = renew_interval
+        self.renew_deadline = renew_deadline
+        self.retry_period = retry_period
+        self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
+        self._observed_at = 0.0
+        self._renewed_at = 0.0
+        self._leading = False
+
+    def is_leader(self) -> bool:
+        return self._leading and time.monotonic() - self._renewed_at < self.renew_deadline
+
+    def _body(self, current: dict[str, Any] | None) -> dict[str, Any]:
+        now = _micro_now()
+        spec = dict((current or {}).get("spec") or {})
+        transitions = int(spec.get("leaseTransitions", 0))
+        if spec.get("holderIdentity") != self.identity:
+            spec["acquireTime"] = now
+            transitions += 1 if current is not None else 0
+        spec.update(
+            holderIdentity=self.identity,
+            renewTime=now,
+            leaseDurationSeconds=int(self.lease_duration),
+            leaseTransitions=transitions,
+        )
+        body: dict[str, Any] = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": spec,
+        }
+        if current is not None:
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        return body
+
+    async def try_acquire_or_renew(self) -> bool:
+        try:
+            current = await self.api.get(resources.LEASE, self.name, self.namespace)
+            if current is None:
+                await self.api.create(resources.LEASE, self._body(None))
+                return self._won()
+            spec = current.get("spec") or {}
+            record = (str(spec.get("holderIdentity") or ""), str(spec.get("renewTime") or ""))
+            if record != self._observed:
+                self._observed, self._observed_at = record, time.monotonic()
+            held_by_other = record[0] not in ("", self.identity)
+            if held_by_other and time.monotonic() - self._observed_at < self.lease_duration:
+                self._leading = False
+                return False
+            await self.api.replace(resources.LEASE, self._body(current))
+            return self._won()
+        except (ConflictError, AlreadyExistsError):
+            self._leading = False
+            return False
+        except (ApiError, StoreError, OSError) as exc:
+            log.warning("leader election: %s", exc)
+            return False
+
+    def _won(self) -> bool:
+        if not self._leading:
+            log.info("%s became the leader (lease %s/%s)", self.identity, self.namespace, self.name)
+        self._leading = True
+        self._renewed_at = time.monotonic()
+        return True
+
+    async def acquire(self) -> None:
+        """Wait until this process holds the Lease."""
+        while not await self.try_acquire_or_renew():
+            await asyncio.sleep(self.retry_period)
+
+    async def hold(self) -> str:
+        """Renew until leadership is lost; returns why."""
+        while True:
+            await asyncio.sleep(self.renew_interval)
+            deadline = time.monotonic() + self.renew_deadline - self.renew_interval
+            while not await self.try_acquire_or_renew():
+                if not self._leading and self._observed and self._observed[0] not in ("", self.identity):
+                    return f"lease taken by {self._observed[0]}"
+                if time.monotonic() >= deadline:
+                    self._leading = False
+                    return "could not renew the lease before the renew deadline"
+                await asyncio.sleep(self.retry_period)

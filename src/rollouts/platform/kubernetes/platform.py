@@ -1,0 +1,236 @@
+"""The Kubernetes platform: ReplicaSets, Service selectors and NGINX canary Ingresses.
+
+Acts like Argo Rollouts on a cluster: a ReplicaSet per revision named
+`<rollout>-<pod-template-hash>` with the hash label, the revision annotation and an owner
+reference to the Rollout (so deleting the Rollout garbage-collects it); Services pinned to
+a revision by adding the hash to their selector; canary traffic through the NGINX Ingress
+controller's canary annotations on a `<rollout>-<ingress>-canary` copy of the stable
+Ingress. A rollout without `trafficRouting` is a basic canary: traffic follows pod counts.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from typing import Any
+
+from rollouts.core.hashing import HASH_LABEL
+from rollouts.core.plan import ReplicaSetView
+from rollouts.core.timeutil import parse_rfc3339, to_rfc3339
+from rollouts.model import validation
+from rollouts.model.rollout import Rollout
+from rollouts.platform.kubernetes import resources
+from rollouts.platform.kubernetes.store import KubeStore
+
+REVISION_ANNOTATION = "rollout.argoproj.io/revision"
+SCALE_DOWN_DEADLINE_ANNOTATION = "scale-down-deadline"
+MANAGED_BY_ANNOTATION = "rollouts-managed-by"
+DEFAULT_NGINX_PREFIX = "nginx.ingress.kubernetes.io"
+
+Obj = dict[str, Any]
+
+
+def _owned_by(obj: Obj, kind: str, name: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("kind") == kind and ref.get("name") == name for ref in refs)
+
+
+class KubernetesWorkloads:
+    def __init__(self, store: KubeStore) -> None:
+        self.store = store
+
+    def replica_sets(self, rollout: Rollout) -> list[ReplicaSetView]:
+        namespace = rollout.metadata.namespace or "default"
+        views = []
+        for rs in self.store.list("ReplicaSet", namespace):
+            if not _owned_by(rs, "Rollout", rollout.metadata.name):
+                continue
+            meta = rs.get("metadata") or {}
+            notes = meta.get("annotations") or {}
+            status = rs.get("status") or {}
+            views.append(
+                ReplicaSetView(
+                    name=meta["name"],
+                    pod_hash=(meta.get("labels") or {}).get(HASH_LABEL, ""),
+                    revision=int(notes.get(REVISION_ANNOTATION, "0") or 0),
+                    replicas=int((rs.get("spec") or {}).get("replicas", 0)),
+                    ready=int(status.get("readyReplicas", 0)),
+                    available=int(status.get("availableReplicas", 0)),
+                    template=(rs.get("spec") or {}).get("template") or {},
+                    scale_down_at=parse_rfc3339(notes.get(SCALE_DOWN_DEADLINE_ANNOTATION)),
+                )
+            )
+        return views
+
+    async def create_replica_set(
+        self, rollout: Rollout, name: str, pod_hash: str, revision: int, replicas: int, template: dict[str, Any]
+    ) -> None:
+        selector = dict((rollout.spec.selector.match_labels or {}) if rollout.spec.selector else {})
+        selector[HASH_LABEL] = pod_hash
+        await self.store.create(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "metadata": {
+                    "name": name,
+                    "namespace": rollout.metadata.namespace or "default",
+                    "labels": {**((template.get("metadata") or {}).get("labels") or {}), HASH_LABEL: pod_hash},
+                    "annotations": {REVISION_ANNOTATION: str(revision)},
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "argoproj.io/v1alpha1",
+                            "kind": "Rollout",
+                            "name": rollout.metadata.name,
+                            "uid": rollout.metadata.uid or "",
+                            "controller": True,
+                            "blockOwnerDeletion": True,
+                        }
+                    ],
+                },
+                "spec": {
+                    "replicas": replicas,
+                    "minReadySeconds": rollout.spec.min_ready_seconds or 0,
+                    "selector": {"matchLabels": selector},
+                    "template": template,
+                },
+            }
+        )
+
+    async def scale_replica_set(self, namespace: str, name: str, replicas: int) -> None:
+        def change(rs: Obj) -> None:
+            rs.setdefault("spec", {})["replicas"] = replicas
+
+        await self.store.mutate("ReplicaSet", name, namespace, change)
+
+    async def set_scale_down_deadline(self, namespace: str, name: str, at: datetime | None) -> None:
+        def change(rs: Obj) -> None:
+            notes = rs["metadata"].setdefault("annotations", {})
+            if at is None:
+                notes.pop(SCALE_DOWN_DEADLINE_ANNOTATION, None)
+            else:
+                notes[SCALE_DOWN_DEADLINE_ANNOTATION] = to_rfc3339(at)
+
+        await self.store.mutate("ReplicaSet", name, namespace, change)
+
+    async def set_revision(self, namespace: str, name: str, revision: int) -> None:
+        def change(rs: Obj) -> None:
+            rs["metadata"].setdefault("annotations", {})[REVISION_ANNOTATION] = str(revision)
+
+        await self.store.mutate("ReplicaSet", name, namespace, change)
+
+    async def delete_replica_set(self, namespace: str, name: str) -> None:
+        await self.store.delete("ReplicaSet", name, namespace)
+
+
+class KubernetesServices:
+    def __init__(self, store: KubeStore) -> None:
+        self.store = store
+
+    def exists(self, namespace: str, name: str) -> bool:
+        return self.store.get("Service", name, namespace) is not None
+
+    async def point(self, namespace: str, name: str, pod_hash: str) -> None:
+        current = self.store.get("Service", name, namespace)
+        if current is None or ((current.get("spec") or {}).get("selector") or {}).get(HASH_LABEL) == pod_hash:
+            return
+
+        def change(svc: Obj) -> None:
+            svc.setdefault("spec", {}).setdefault("selector", {})[HASH_LABEL] = pod_hash
+
+        await self.store.mutate("Service", name, namespace, change)
+
+
+class NginxTraffic:
+    """NGINX Ingress canary: a copy of the stable Ingress that sends `weight` % to the canary Service."""
+
+    def __init__(self, store: KubeStore) -> None:
+        self.store = store
+
+    async def set_weight(
+        self,
+        namespace: str,
+        rollout: str,
+        stable_service: str,
+        canary_service: str | None,
+        canary_hash: str,
+        weight: int,
+    ) -> None:
+        raw = self.store.get("Rollout", rollout, namespace)
+        if raw is None or canary_service is None:
+            return
+        routing = (((raw.get("spec") or {}).get("strategy") or {}).get("canary") or {}).get("trafficRouting") or {}
+        nginx = routing.get("nginx")
+        if not nginx:
+            return
+        prefix = nginx.get("annotationPrefix") or DEFAULT_NGINX_PREFIX
+        stable_ingresses = (
+            [nginx["stableIngress"]] if nginx.get("stableIngress") else list(nginx.get("stableIngresses") or [])
+        )
+        for stable_name in stable_ingresses:
+            stable = self.store.get("Ingress", stable_name, namespace)
+            if stable is None:
+                continue
+            desired = canary_ingress(stable, rollout, stable_service, canary_service, weight, prefix, nginx)
+            current = self.store.get("Ingress", desired["metadata"]["name"], namespace)
+            if current is None:
+                await self.store.create(desired)
+            elif (
+                current.get("spec") != desired["spec"]
+                or (current["metadata"].get("annotations") or {}) != (desired["metadata"]["annotations"])
+            ):
+                current["spec"] = desired["spec"]
+                current["metadata"]["annotations"] = desired["metadata"]["annotations"]
+                await self.store.update(current)
+
+
+def canary_ingress(
+    stable: Obj, rollout: str, stable_service: str, canary_service: str, weight: int, prefix: str, nginx: Obj
+) -> Obj:
+    """The canary Ingress Argo builds: the stable's rules pointed at the canary Service, with canary annotations."""
+    name = f"{rollout}-{stable['metadata']['name']}-canary"
+    spec = copy.deepcopy(stable.get("spec") or {})
+    spec.pop("tls", None)  # the stable Ingress terminates TLS; nginx shares it
+    for rule in spec.get("rules") or []:
+        for path in (rule.get("http") or {}).get("paths") or []:
+            backend = (path.get("backend") or {}).get("service") or {}
+            if backend.get("name") == stable_service:
+                backend["name"] = canary_service
+    annotations = {
+        f"{prefix}/canary": "true",
+        f"{prefix}/canary-weight": str(weight),
+        **(nginx.get("additionalIngressAnnotations") or {}),
+        **(nginx.get("canaryIngressAnnotations") or {}),
+    }
+    ingress_class = (stable["metadata"].get("annotations") or {}).get("kubernetes.io/ingress.class")
+    if ingress_class:
+        annotations["kubernetes.io/ingress.class"] = ingress_class
+    annotations[MANAGED_BY_ANNOTATION] = rollout
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": name,
+            "namespace": stable["metadata"].get("namespace", "default"),
+            "annotations": annotations,
+            "labels": dict(stable["metadata"].get("labels") or {}),
+        },
+        "spec": spec,
+    }
+
+
+class KubernetesPlatform:
+    name = "kubernetes"
+    # Without trafficRouting a canary on a cluster is a basic canary: traffic follows pod counts.
+    implicit_traffic_router = False
+
+    def __init__(self, store: KubeStore) -> None:
+        self.workloads = KubernetesWorkloads(store)
+        self.services = KubernetesServices(store)
+        self.traffic = NginxTraffic(store)
+
+    def unsupported(self, rollout: Rollout) -> str | None:
+        findings = validation.unsupported_features(rollout)
+        return f"{findings[0].path}: {findings[0].message}" if findings else None
+
+
+__all__ = ["KubernetesPlatform", "canary_ingress", "resources"]
