@@ -8,6 +8,7 @@ never shows a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -410,9 +411,26 @@ def set_image(ctx: click.Context, name: str, assignment: str) -> None:
     "--prometheus", "prometheus_address", default=None, help="Default Prometheus address for metrics that name none."
 )
 @click.option("-v", "--verbose", is_flag=True)
+@click.option("--identity", default=None, hidden=True, help="Lease holder identity (default: host_pid_random).")
+@click.option("--lease-duration", type=float, default=15.0, hidden=True, help="Seconds a lease renewal is good for.")
+@click.option("--lease-renew-interval", type=float, default=5.0, hidden=True, help="Seconds between lease renewals.")
 @click.pass_context
-def controller(ctx: click.Context, admin_port: int, prometheus_address: str | None, verbose: bool) -> None:
-    """Run the controller with the embedded platform (pods as local processes, built-in proxy)."""
+def controller(
+    ctx: click.Context,
+    admin_port: int,
+    prometheus_address: str | None,
+    verbose: bool,
+    identity: str | None,
+    lease_duration: float,
+    lease_renew_interval: float,
+) -> None:
+    """Run the controller with the embedded platform (pods as local processes, built-in proxy).
+
+    Controllers started on the same state file elect one leader; the others wait.
+    """
+    import os
+    import signal
+
     from rollouts.host import EmbeddedHost
 
     logging.basicConfig(
@@ -420,23 +438,50 @@ def controller(ctx: click.Context, admin_port: int, prometheus_address: str | No
     )
 
     async def main() -> None:
-        host = EmbeddedHost(ctx.obj["state"], admin_port=admin_port, prometheus_address=prometheus_address)
         try:
-            await host.start()
+            host = EmbeddedHost(
+                ctx.obj["state"],
+                admin_port=admin_port,
+                prometheus_address=prometheus_address,
+                identity=identity,
+                lease_duration=lease_duration,
+                lease_renew_interval=lease_renew_interval,
+            )
+        except ValueError as exc:
+            fail(f"{exc} (see --lease-duration and --lease-renew-interval)")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        stopping = asyncio.ensure_future(stop.wait())
+        starting = asyncio.ensure_future(host.start())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # stopped while waiting for the lease
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            await host.close()
+            return
+        try:
+            starting.result()
         except OSError as exc:
+            stopping.cancel()
             await host.close()
             fail(f"cannot start: {exc} (is another controller running? choose --admin-port)")
         click.echo(
             f"controller running: state {ctx.obj['state']}, metrics http://127.0.0.1:{host.admin_port}/metrics",
             err=True,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        import signal
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        lost = asyncio.ensure_future(host.lost.wait())
+        await asyncio.wait({stopping, lost}, return_when=asyncio.FIRST_COMPLETED)
+        if host.lost.is_set():
+            # Exit at once, as Kubernetes controllers do: no cleanup that could touch the pods
+            # the new leader adopts.
+            click.echo(f"error: lost leadership ({host.lost_reason}): exiting", err=True)
+            logging.shutdown()
+            sys.stderr.flush()
+            os._exit(1)
+        lost.cancel()
         await host.close()
 
     _run(main())

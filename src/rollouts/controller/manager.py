@@ -40,8 +40,12 @@ class Controller:
         clock: Callable[[], datetime] = utc_now,
         poll_interval: float = 0.2,
         resync_seconds: float = 30.0,
+        leading: Callable[[], bool] | None = None,
     ) -> None:
+        """`leading`, when given, is asked before every reconcile: while it says False (this
+        controller is not sure it still holds the lease) keys are put back, not reconciled."""
         self.store = store
+        self.leading = leading
         self.rollouts = RolloutReconciler(store, platform, clock)
         self.runs = AnalysisRunReconciler(store, providers, clock)
         self.queue: WorkQueue[Key] = WorkQueue()
@@ -93,6 +97,9 @@ class Controller:
 
     async def _work(self, key: Key) -> None:
         kind, namespace, name = key
+        if self.leading is not None and not self.leading():
+            self.queue.add_after(key, 1.0)
+            return
         started = time.perf_counter()
         try:
             if kind == "Rollout":

@@ -5,11 +5,18 @@ the actions (traffic and Service changes are carried out in the order planned, s
 leaves a revision before that revision is scaled down), then write the status only if it
 changed, with the resourceVersion that was read — a concurrent CLI write wins and the
 rollout is simply reconciled again.
+
+Actions are carried out before the status is written, so a run can be created by a reconcile
+whose status write never happens (the controller is killed in between, or the write meets a
+conflict). The next plan finds no run named in the status and asks for a new one; as Argo's
+`CreateWithCollisionCounter` does, the unfinished run of the same kind, revision and step,
+owned by this rollout, is taken as that run instead of starting a duplicate.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +33,7 @@ from rollouts.model.analysis import AnalysisRun, AnalysisTemplate, Argument, Clu
 from rollouts.model.meta import OwnerReference
 from rollouts.model.rollout import AnalysisTemplateRef, Rollout, RolloutStatus
 from rollouts.platform.protocols import Platform
+from rollouts.store.errors import AlreadyExistsError
 from rollouts.store.protocol import ResourceStore
 
 log = logging.getLogger(__name__)
@@ -68,6 +76,7 @@ class RolloutReconciler:
             implicit_router=self.platform.implicit_traffic_router,
         )
         result = plan(snapshot)
+        self._reclaim_runs(rollout, raw, result)
         for action in result.actions:
             self._act(rollout, action)
         wrote = self._write_status(raw, result.status)
@@ -93,6 +102,47 @@ class RolloutReconciler:
                 )
             )
         return views
+
+    def _reclaim_runs(self, rollout: Rollout, raw: dict[str, Any], result: p.Plan) -> None:
+        """Take an unfinished run that no status slot names as the run the plan asks to create.
+
+        Such a run was created by a reconcile whose status write was lost (see the module
+        docstring). Its CreateAnalysisRun (and event) are dropped and the status slot names it.
+        """
+        creates = [a for a in result.actions if isinstance(a, p.CreateAnalysisRun)]
+        if not creates:
+            return
+        namespace = rollout.metadata.namespace or "default"
+        recorded = _slot_names(raw.get("status") or {})
+        claimed: set[str] = set()
+        for action in creates:
+            base = re.sub(r"\.\d+$", "", action.name)
+            for run in self.store.list("AnalysisRun", namespace, {ROLLOUT_LABEL: rollout.metadata.name}):
+                name = str(run["metadata"]["name"])
+                if name in recorded or name in claimed or not (name == base or name.startswith(base + ".")):
+                    continue
+                if not (_unfinished(run) and _is_run_for(run, rollout, action)):
+                    continue
+                claimed.add(name)
+                result.actions = [
+                    a
+                    for a in result.actions
+                    if a is not action
+                    and not (
+                        isinstance(a, p.RecordEvent)
+                        and a.reason == "AnalysisRunCreated"
+                        and a.message.endswith(f" {action.name}")
+                    )
+                ]
+                _rename_slot(result.status, action.name, name)
+                log.info(
+                    "rollout %s/%s: %s AnalysisRun %s was created before; it is the run",
+                    namespace,
+                    rollout.metadata.name,
+                    action.kind,
+                    name,
+                )
+                break
 
     # --- act -------------------------------------------------------------------------------
 
@@ -200,11 +250,30 @@ class RolloutReconciler:
                 }
             ).to_json()
             status = body.pop("status")
-            created = self.store.create(body)
+            try:
+                created = self.store.create(body)
+            except AlreadyExistsError:
+                self._check_ours(rollout, action)
+                return
             created["status"] = status
             self.store.update_status(created)
             return
-        self.store.create(body)
+        try:
+            self.store.create(body)
+        except AlreadyExistsError:
+            self._check_ours(rollout, action)
+
+    def _check_ours(self, rollout: Rollout, action: p.CreateAnalysisRun) -> None:
+        """A run of the planned name exists already: fine when it is this rollout's run for the
+        same purpose (created by an earlier reconcile that saw a stale list); an error if not."""
+        namespace = rollout.metadata.namespace or "default"
+        existing = self.store.get("AnalysisRun", action.name, namespace)
+        if existing is not None and _is_run_for(existing, rollout, action):
+            return
+        raise AlreadyExistsError(
+            f'AnalysisRun "{action.name}" already exists and does not belong to {action.kind} analysis '
+            f'of rollout "{rollout.metadata.name}": delete it or rename the rollout'
+        )
 
     def _terminate_run(self, namespace: str, name: str) -> None:
         def change(run: dict[str, Any]) -> None:
@@ -241,3 +310,55 @@ class RolloutReconciler:
                 owners = obj["metadata"].get("ownerReferences") or []
                 if any(o.get("kind") == "Rollout" and o.get("name") == name for o in owners):
                     self.store.delete(kind, obj["metadata"]["name"], namespace)
+
+
+_SLOTS = (
+    ("canary", "currentStepAnalysisRunStatus"),
+    ("canary", "currentBackgroundAnalysisRunStatus"),
+    ("blueGreen", "prePromotionAnalysisRunStatus"),
+    ("blueGreen", "postPromotionAnalysisRunStatus"),
+)
+
+
+def _slot_names(status: dict[str, Any]) -> set[str]:
+    """Run names recorded in a rollout status (as stored, camelCase)."""
+    names = set()
+    for group, slot in _SLOTS:
+        entry = (status.get(group) or {}).get(slot) or {}
+        if entry.get("name"):
+            names.add(str(entry["name"]))
+    return names
+
+
+def _rename_slot(status: RolloutStatus, old: str, new: str) -> None:
+    slots = [
+        status.canary.current_step_analysis_run_status if status.canary else None,
+        status.canary.current_background_analysis_run_status if status.canary else None,
+        status.blue_green.pre_promotion_analysis_run_status if status.blue_green else None,
+        status.blue_green.post_promotion_analysis_run_status if status.blue_green else None,
+    ]
+    for slot in slots:
+        if slot is not None and slot.name == old:
+            slot.name = new
+
+
+def _unfinished(run: dict[str, Any]) -> bool:
+    phase = (run.get("status") or {}).get("phase") or "Pending"
+    return phase in ("Pending", "Running") and not (run.get("spec") or {}).get("terminate")
+
+
+def _is_run_for(run: dict[str, Any], rollout: Rollout, action: p.CreateAnalysisRun) -> bool:
+    """Whether `run` is the run `action` asks for: owned by this rollout (same uid), same kind,
+    revision hash and step."""
+    meta = run.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    owners = meta.get("ownerReferences") or []
+    uid = rollout.metadata.uid or ""
+    step = str(action.step_index) if action.step_index is not None else None
+    return (
+        any(o.get("kind") == "Rollout" and o.get("uid", "") == uid for o in owners)
+        and labels.get(ROLLOUT_LABEL) == rollout.metadata.name
+        and labels.get(RUN_TYPE_LABEL) == action.kind
+        and labels.get(HASH_LABEL) == action.pod_hash
+        and labels.get(STEP_INDEX_LABEL) == step
+    )

@@ -27,8 +27,18 @@ Whatever is left of the crashed process group is killed before the restart.
 Exit codes follow the shell convention: a process killed by signal N has exit code 128 + N.
 
 `on_change` is called, on the event loop thread, whenever a pod's phase, readiness, restart
-count or message changes. Stopped pods are reported once with phase `Stopped` and then
-forgotten (`status()` returns None for them).
+count, message or container processes change. Stopped pods are reported once with phase
+`Stopped` and then forgotten (`status()` returns None for them).
+
+Adoption: container processes outlive the supervisor that started them (they run in their own
+sessions), so a supervisor in a restarted controller can take them over with `adopt`. A process
+is identified by its PID *and* its start time (`/proc/<pid>/stat` field 22, clock ticks since
+boot), which every `PodStatus` reports per container (`ContainerProcess`): a live PID with
+another start time is a reused PID, someone else's process, and is never signalled. An adopted
+process is not our child, so its exit is noticed by polling `/proc` and its exit code is
+unknown; its readiness is probed once before `adopt` returns, then as usual, and it is stopped
+by signalling its process group. A container whose process is gone is started again, as a
+normal child, on the port it had.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -48,7 +58,16 @@ from pathlib import Path
 from rollouts.platform.embedded.podspec import ContainerSpec, PodSpec
 from rollouts.platform.embedded.ports import free_port, release_port
 
-__all__ = ["PodFailedError", "PodPhase", "PodStatus", "PodSupervisor"]
+__all__ = [
+    "ContainerProcess",
+    "PodFailedError",
+    "PodPhase",
+    "PodStatus",
+    "PodSupervisor",
+    "find_session_leaders",
+    "process_is",
+    "process_start_time",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +76,7 @@ _INHERITED_ENV = ("PATH", "HOME", "LANG", "VIRTUAL_ENV", "PYTHONPATH")
 _POLL_SECONDS = 0.05
 _TCP_POLL_SECONDS = 0.1
 _KILL_WAIT_SECONDS = 5.0
+_ADOPTED_POLL_SECONDS = 0.1
 
 
 class PodPhase(StrEnum):
@@ -65,6 +85,22 @@ class PodPhase(StrEnum):
     FAILED = "Failed"
     TERMINATING = "Terminating"
     STOPPED = "Stopped"
+
+
+@dataclass(frozen=True)
+class ContainerProcess:
+    """One container's process, as `PodStatus` reports it and `PodSupervisor.adopt` takes it back.
+
+    `pid` and `start_time` (`/proc/<pid>/stat` starttime, clock ticks since boot) are None
+    while the container has no running process; `port` is its PORT, kept across restarts.
+    """
+
+    name: str
+    port: int
+    pid: int | None
+    start_time: int | None
+    ready: bool = False
+    restarts: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +119,7 @@ class PodStatus:
     exit_code: int | None  # the last exit code seen (128 + N for signal N)
     message: str
     log_paths: dict[str, str] = field(default_factory=dict)  # container name -> current log file
+    containers: tuple[ContainerProcess, ...] = ()  # every container, in container order
 
 
 class PodFailedError(RuntimeError):
@@ -104,6 +141,72 @@ def _describe_exit(returncode: int) -> str:
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _proc_stat(pid: int) -> list[bytes] | None:
+    """The fields of `/proc/<pid>/stat` from field 3 (state) on; None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            raw = stat.read()
+    except OSError:
+        return None
+    return raw[raw.rfind(b")") + 2 :].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """When process `pid` started (`/proc/<pid>/stat` field 22, clock ticks since boot); None if
+    there is no such process."""
+    fields = _proc_stat(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    try:
+        return int(fields[19])
+    except ValueError:
+        return None
+
+
+def process_is(pid: int, start_time: int) -> bool:
+    """Whether `pid` is the live (non-zombie) process that started at `start_time` and still leads
+    its own process group, i.e. a container process we started: a reused PID is not."""
+    fields = _proc_stat(pid)
+    if fields is None or len(fields) < 20 or fields[0] in (b"Z", b"X"):
+        return False
+    try:
+        return int(fields[19]) == start_time and int(fields[2]) == pid
+    except ValueError:
+        return False
+
+
+def find_session_leaders(env_name: str, values: Collection[str]) -> dict[int, str]:
+    """Live session leaders (as container processes are) whose environment sets `env_name` to
+    one of `values`: pid -> value. Used to find container processes that were started but
+    never recorded (a controller killed in between)."""
+    wanted = {value.encode() for value in values}
+    prefix = env_name.encode() + b"="
+    found: dict[int, str] = {}
+    if not wanted:
+        return found
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        fields = _proc_stat(pid)
+        if fields is None or len(fields) < 4 or fields[0] in (b"Z", b"X") or int(fields[3]) != pid:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                variables = environ.read().split(b"\0")
+        except OSError:
+            continue
+        for variable in variables:
+            if variable.startswith(prefix) and variable[len(prefix) :] in wanted:
+                found[pid] = variable[len(prefix) :].decode()
+                break
+    return found
 
 
 def _group_alive(pgid: int) -> bool:
@@ -134,6 +237,30 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+class _AdoptedProcess:
+    """A container process started by an earlier supervisor. It is not our child, so there is no
+    waitpid: its end is seen by polling `/proc`, and its exit code is unknown (`wait` returns 0)."""
+
+    def __init__(self, pid: int, start_time: int) -> None:
+        self.pid = pid
+        self.start_time = start_time
+        self._returncode: int | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        if self._returncode is None and not process_is(self.pid, self.start_time):
+            self._returncode = 0
+        return self._returncode
+
+    async def wait(self) -> int:
+        while self.returncode is None:
+            await asyncio.sleep(_ADOPTED_POLL_SECONDS)
+        return 0
+
+
+_Process = asyncio.subprocess.Process | _AdoptedProcess
+
+
 class _Container:
     def __init__(self, spec: ContainerSpec, *, pod_dir: Path, port: int, tcp_probe: bool) -> None:
         self.spec = spec
@@ -142,7 +269,8 @@ class _Container:
         self.previous_log_path = pod_dir / f"{spec.name}.previous.log"
         # No readiness_path: the traffic container must accept TCP; the others only run.
         self.tcp_probe = tcp_probe
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: _Process | None = None
+        self.start_time: int | None = None  # of the current (or last) process: see process_start_time
         self.pgid: int | None = None  # group of the current (or last) process; may outlive it
         self.lingering: set[int] = set()  # groups of crashed processes being killed
         self.started_mono = 0.0
@@ -180,6 +308,7 @@ class _Pod:
         self.message = ""  # overrides the containers' messages (Failed, Terminating, Stopped)
         self.stopping = asyncio.Event()
         self.stopped = asyncio.Event()
+        self.detached = False  # left running for another supervisor: never signalled by us again
         self.last_key: tuple[object, ...] | None = None
 
     @property
@@ -273,6 +402,83 @@ class PodSupervisor:
         self._changed(pod)
         return self._snapshot(pod)
 
+    async def adopt(self, spec: PodSpec, processes: Sequence[ContainerProcess], *, started_at: float) -> PodStatus:
+        """Supervise a pod whose processes an earlier supervisor started; return its status.
+
+        `processes` are the pod's containers as a `PodStatus` reported them (`containers`),
+        matched to `spec` by name. A container whose PID is still the process that started at
+        its `start_time` is adopted: probed once before this returns (a pod that serves is ready
+        at once), then supervised like any other. Any other container is started again as a
+        normal child, on its recorded port, and counts a restart. Raises ValueError if a pod of
+        that name is already supervised.
+        """
+        if self._closed:
+            raise RuntimeError("PodSupervisor is closed")
+        if spec.name in self._pods:
+            raise ValueError(f"pod {spec.name} already exists")
+        records = {record.name: record for record in processes}
+        pod_dir = spec.log_dir / spec.name
+        pod = _Pod(spec, [])
+        pod.started_at = started_at
+        pod.phase = PodPhase.RUNNING
+        self._pods[spec.name] = pod
+        initial: list[_AdoptedProcess | None] = []
+        for index, container_spec in enumerate(spec.containers):
+            record = records.get(container_spec.name)
+            container = _Container(
+                container_spec,
+                pod_dir=pod_dir,
+                port=record.port if record is not None and record.port else free_port(LOOPBACK),
+                tcp_probe=(index == 0 and container_spec.readiness_path is None),
+            )
+            pod.containers.append(container)
+            adopted: _AdoptedProcess | None = None
+            if record is not None:
+                container.restarts = record.restarts
+                if (
+                    record.pid is not None
+                    and record.start_time is not None
+                    and process_is(record.pid, record.start_time)
+                ):
+                    adopted = _AdoptedProcess(record.pid, record.start_time)
+            initial.append(adopted)
+        with contextlib.suppress(OSError):
+            pod_dir.mkdir(parents=True, exist_ok=True)
+
+        async def first_probe(container: _Container) -> None:
+            container.ready, container.probe_message = await self._probe(container)
+
+        await asyncio.gather(
+            *(first_probe(c) for c, proc in zip(pod.containers, initial, strict=True) if proc is not None)
+        )
+        spawned: list[asyncio.subprocess.Process] = []
+        try:
+            for container, proc in zip(pod.containers, initial, strict=True):
+                attempt: _Process | Exception
+                if proc is not None:
+                    attempt = proc
+                else:
+                    log.info("pod %s: container %s is gone, starting it again", spec.name, container.spec.name)
+                    container.restarts += 1
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(container.log_path, container.previous_log_path)
+                    try:
+                        attempt = await self._spawn(pod, container)
+                        spawned.append(attempt)
+                    except (OSError, ValueError) as exc:
+                        attempt = exc
+                container.task = asyncio.create_task(
+                    self._run_container(pod, container, attempt),
+                    name=f"pod {spec.name}/{container.spec.name}",
+                )
+        except BaseException:  # cancelled half-way: leave nothing of ours behind
+            for started in spawned:
+                _signal_group(started.pid, signal.SIGKILL)
+            raise
+        await asyncio.sleep(0)
+        self._changed(pod)
+        return self._snapshot(pod)
+
     async def stop_pod(self, name: str) -> None:
         """SIGTERM every container's process group, SIGKILL what is left after the pod's
         `termination_grace_seconds`, and return once every process is gone. Unknown names are
@@ -353,6 +559,20 @@ class PodSupervisor:
                 async with asyncio.timeout(remaining):
                     await event.wait()
 
+    async def detach(self) -> None:
+        """Stop supervising every pod but leave its processes running, for another supervisor to
+        adopt (a controller that lost its lease). No callback is made; the supervisor is closed."""
+        self._closed = True
+        tasks: list[asyncio.Task[None]] = []
+        for pod in self._pods.values():
+            pod.detached = True
+            tasks.extend(c.task for c in pod.containers if c.task is not None and not c.task.done())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._pods.clear()
+
     async def close(self) -> None:
         """Stop every pod; no process is left behind."""
         self._closed = True
@@ -408,12 +628,10 @@ class PodSupervisor:
                 start_new_session=True,
             )
 
-    async def _run_container(
-        self, pod: _Pod, container: _Container, initial: asyncio.subprocess.Process | Exception
-    ) -> None:
+    async def _run_container(self, pod: _Pod, container: _Container, initial: _Process | Exception) -> None:
         name = container.spec.name
         loop = asyncio.get_running_loop()
-        attempt: asyncio.subprocess.Process | Exception | None = initial
+        attempt: _Process | Exception | None = initial
         try:
             while True:
                 if attempt is None:
@@ -431,28 +649,34 @@ class PodSupervisor:
                     message = f"CrashLoopBackOff: container {name} failed to start: {attempt}"
                 else:
                     proc = attempt
+                    adopted = isinstance(proc, _AdoptedProcess)
                     container.proc = proc
                     container.pgid = proc.pid
+                    container.start_time = (
+                        proc.start_time if isinstance(proc, _AdoptedProcess) else process_start_time(proc.pid)
+                    )
                     container.started_mono = loop.time()
                     if pod.stopping.is_set():  # stop_pod ran while we were spawning
                         _signal_group(proc.pid, signal.SIGKILL)
                         await proc.wait()
                         break
-                    container.ready = not container.needs_probe
+                    if not adopted:  # an adopted container keeps what its first probe found
+                        container.ready = not container.needs_probe
                     if container.ready:
                         container.crash_message = ""
                     self._changed(pod)
                     returncode = await self._watch(pod, container, proc)
                     ran = loop.time() - container.started_mono
                     container.ready = False
-                    container.exit_code = pod.exit_code = _exit_code(returncode)
+                    container.exit_code = pod.exit_code = None if adopted else _exit_code(returncode)
                     if pod.stopping.is_set():
                         self._changed(pod)
                         break
                     # Kill whatever the crashed process left in its group before restarting.
                     _signal_group(proc.pid, signal.SIGKILL)
                     container.lingering.add(proc.pid)
-                    message = f"CrashLoopBackOff: container {name} {_describe_exit(returncode)}"
+                    exited = "exited (adopted process: exit code unknown)" if adopted else _describe_exit(returncode)
+                    message = f"CrashLoopBackOff: container {name} {exited}"
                     log.info("pod %s: %s", pod.spec.name, message)
                 attempt = None
                 container.lingering = {g for g in container.lingering if _group_alive(g)}
@@ -467,12 +691,13 @@ class PodSupervisor:
                     async with asyncio.timeout(delay):
                         await pod.stopping.wait()
         except asyncio.CancelledError:
-            # Never leave a process behind, even when cancelled from outside.
-            for pgid in container.groups():
-                _signal_group(pgid, signal.SIGKILL)
+            # Never leave a process behind, even when cancelled from outside (unless detached).
+            if not pod.detached:
+                for pgid in container.groups():
+                    _signal_group(pgid, signal.SIGKILL)
             raise
 
-    async def _watch(self, pod: _Pod, container: _Container, proc: asyncio.subprocess.Process) -> int:
+    async def _watch(self, pod: _Pod, container: _Container, proc: _Process) -> int:
         """Probe the container while its process runs; return the process's return code."""
         if not container.needs_probe:
             return await proc.wait()
@@ -484,17 +709,17 @@ class PodSupervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await probe
 
-    async def _probe_loop(self, pod: _Pod, container: _Container, proc: asyncio.subprocess.Process) -> None:
+    async def _probe_loop(self, pod: _Pod, container: _Container, proc: _Process) -> None:
         spec = container.spec
-        if spec.readiness_initial_delay_seconds > 0:
+        adopted = isinstance(proc, _AdoptedProcess)
+        if adopted:  # probed once at adoption; long past any initial delay
+            await asyncio.sleep(max(spec.readiness_period_seconds, 0.01))
+        elif spec.readiness_initial_delay_seconds > 0:
             await asyncio.sleep(spec.readiness_initial_delay_seconds)
         period = max(spec.readiness_period_seconds, 0.01)
-        ever_ready = False
+        ever_ready = adopted and container.ready
         while proc.returncode is None:
-            if spec.readiness_path is not None:
-                ok, failure = await self._http_probe(container.port, spec.readiness_path)
-            else:
-                ok, failure = await self._tcp_probe(container.port)
+            ok, failure = await self._probe(container)
             if proc.returncode is not None:
                 return
             container.ready = ok
@@ -507,6 +732,14 @@ class PodSupervisor:
                 await asyncio.sleep(min(period, _TCP_POLL_SECONDS))
             else:
                 await asyncio.sleep(period)
+
+    async def _probe(self, container: _Container) -> tuple[bool, str]:
+        """One readiness probe: (ready, the failure message or "")."""
+        if container.spec.readiness_path is not None:
+            return await self._http_probe(container.port, container.spec.readiness_path)
+        if container.tcp_probe:
+            return await self._tcp_probe(container.port)
+        return True, ""
 
     async def _http_probe(self, port: int, path: str) -> tuple[bool, str]:
         if not path.startswith("/"):
@@ -608,6 +841,17 @@ class PodSupervisor:
             exit_code=pod.exit_code,
             message=message,
             log_paths={c.spec.name: str(c.log_path) for c in pod.containers},
+            containers=tuple(
+                ContainerProcess(
+                    name=c.spec.name,
+                    port=c.port,
+                    pid=c.proc.pid if c.proc is not None and c.running else None,
+                    start_time=c.start_time if c.running else None,
+                    ready=c.ready,
+                    restarts=c.restarts,
+                )
+                for c in pod.containers
+            ),
         )
 
     def _changed(self, pod: _Pod) -> None:
@@ -618,7 +862,7 @@ class PodSupervisor:
             status = self._snapshot(pod)
         elif not status.ready:
             pod.ready_since = None
-        key = (status.phase, status.ready, status.restarts, status.message)
+        key = (status.phase, status.ready, status.restarts, status.message, status.pids)
         if key == pod.last_key:
             return
         pod.last_key = key

@@ -9,6 +9,14 @@ pod-template hash the controller pins) and the canary annotations become routing
 Routing is recomputed from in-memory pod state on every relevant change, so a weight change
 written by the controller reaches the proxy within one event-loop turn. A pod being removed
 leaves the routing table first and is stopped after a short drain.
+
+Crash safety: pod processes outlive the controller (they run in their own sessions). Each Pod
+object records, per container, the PID, the process start time and the port
+(`status.containerStatuses`); a runtime starting on a state file adopts the pods still alive
+(see `_adopt_previous_pods`), so a controller killed with `kill -9` and started again (or a
+follower taking the lease over) serves on with the same processes and never runs two sets.
+Every container process carries its pod's UID in `ROLLOUTS_POD_UID`, which finds the rare
+process started but not yet recorded when the controller died.
 """
 
 from __future__ import annotations
@@ -20,14 +28,23 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from rollouts.core.hashing import HASH_LABEL
-from rollouts.core.timeutil import to_rfc3339
+from rollouts.core.timeutil import parse_rfc3339, to_rfc3339
 from rollouts.model.pod import PodTemplateSpec
 from rollouts.platform.embedded import objects
-from rollouts.platform.embedded.pods import PodStatus, PodSupervisor
+from rollouts.platform.embedded.pods import (
+    ContainerProcess,
+    PodStatus,
+    PodSupervisor,
+    find_session_leaders,
+    process_is,
+)
 from rollouts.platform.embedded.podspec import ContainerSpec, PodSpec
 from rollouts.platform.embedded.proxy import ProxyServer
 from rollouts.platform.embedded.routing import Backend, RevisionBackends, RoutingTable
@@ -36,12 +53,21 @@ from rollouts.store.sqlite import Change, SqliteStore
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 1.0
+POD_UID_ENV = "ROLLOUTS_POD_UID"
 
 
 class EmbeddedRuntime:
     def __init__(
-        self, store: SqliteStore, state_dir: Path, proxy: ProxyServer, supervisor: PodSupervisor | None = None
+        self,
+        store: SqliteStore,
+        state_dir: Path,
+        proxy: ProxyServer,
+        supervisor: PodSupervisor | None = None,
+        *,
+        leading: Callable[[], bool] | None = None,
     ) -> None:
+        """`leading`, when given, is asked before every sync: while it says False (this
+        controller is not sure it still holds the lease) nothing is started, stopped or routed."""
         self.store = store
         self.state_dir = state_dir
         self.supervisor = supervisor or PodSupervisor(on_change=self.on_pod_change)
@@ -55,11 +81,14 @@ class EmbeddedRuntime:
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._listening: dict[str, int] = {}
+        self._leading = leading
+        self._detached = False
+        self._bind_retry: asyncio.TimerHandle | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._reap_previous_pods()
+        await self._adopt_previous_pods()
         for rs in self.store.list("ReplicaSet"):
             self._dirty_rs.add((rs["metadata"]["namespace"], rs["metadata"]["name"]))
         self._routes_dirty = True
@@ -71,11 +100,27 @@ class EmbeddedRuntime:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._bind_retry is not None:
+            self._bind_retry.cancel()
         for task in list(self._background):
             task.cancel()
         await self.supervisor.close()
         for name in list(self._pods):
             self.store.delete("Pod", name, self._pod_meta.get(name, ("default", "", {}))[0])
+        await self.proxy.close()
+
+    async def detach(self) -> None:
+        """Stop acting at once but leave every pod running and recorded, for the next leader to
+        adopt (this controller lost its lease). Service listeners are closed."""
+        self._detached = True
+        if self._bind_retry is not None:
+            self._bind_retry.cancel()
+        tasks = [t for t in (self._task, *self._background) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.supervisor.detach()
         await self.proxy.close()
 
     def on_store_change(self, change: Change) -> None:
@@ -94,6 +139,8 @@ class EmbeddedRuntime:
         self._wake.set()
 
     def on_pod_change(self, status: PodStatus) -> None:
+        if self._detached:
+            return
         previous = self._pods.get(status.name)
         self._pods[status.name] = status
         meta = self._pod_meta.get(status.name)
@@ -109,6 +156,10 @@ class EmbeddedRuntime:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self._leading is not None and not self._leading():
+                await asyncio.sleep(0.2)  # not sure we still lead: act on nothing until we are
+                self._wake.set()
+                continue
             try:
                 while self._dirty_rs:
                     namespace, name = self._dirty_rs.pop()
@@ -123,17 +174,88 @@ class EmbeddedRuntime:
 
     # --- pods ------------------------------------------------------------------------------
 
-    def _reap_previous_pods(self) -> None:
-        """Pods left by a controller that died: stop their processes and forget them.
+    async def _adopt_previous_pods(self) -> None:
+        """Take over the pods a previous controller left running (it crashed, was killed, or lost
+        its lease); called once, before the first sync.
 
-        Adopting live pods across restarts is future work; stopping them keeps the
-        invariant that every running pod is one this runtime supervises.
+        A recorded container process is ours when its PID is alive *and* started at the
+        recorded start time (a PID reused by another process is not, and is never signalled).
+        A pod with at least one such process is adopted: supervised again (a container that is
+        gone is restarted on its port), probed, and routed to from its recorded host and port.
+        A pod with none left is deleted, and the ReplicaSet sync starts a replacement; a pod
+        whose ReplicaSet is gone is stopped and deleted. Processes that carry a known pod UID
+        but were never recorded (started just before the controller died) are killed first, and
+        so are the processes of pods recorded by an older version (`pids` only, no start
+        times), found by their `POD_NAME`: those pods are replaced.
         """
-        for pod in self.store.list("Pod"):
-            for pid in (pod.get("status") or {}).get("pids") or []:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(int(pid), signal.SIGKILL)
-            self.store.delete("Pod", pod["metadata"]["name"], pod["metadata"].get("namespace"))
+        pods = self.store.list("Pod")
+        recorded: dict[str, list[ContainerProcess]] = {}
+        uids: dict[str, str] = {}
+        legacy: dict[str, set[int]] = {}
+        ours: set[int] = set()
+        for pod in pods:
+            name = str(pod["metadata"]["name"])
+            uid = str(pod["metadata"].get("uid") or "")
+            if uid:
+                uids[uid] = name
+            records = _container_records(pod)
+            recorded[name] = records
+            ours.update(r.pid for r in records if r.pid is not None and _alive(r))
+            if not records:
+                legacy[name] = {int(pid) for pid in (pod.get("status") or {}).get("pids") or []}
+        for pid, uid in find_session_leaders(POD_UID_ENV, uids).items():
+            if pid not in ours:
+                log.warning("pod %s: killing process %d, started but never recorded", uids[uid], pid)
+                _kill_group(pid)
+        for pid, name in find_session_leaders("POD_NAME", legacy).items():
+            if pid in legacy[name]:
+                log.warning("pod %s: killing process %d, recorded without its start time", name, pid)
+                _kill_group(pid)
+        await asyncio.gather(*(self._adopt_or_replace(pod, recorded[str(pod["metadata"]["name"])]) for pod in pods))
+
+    async def _adopt_or_replace(self, pod: dict[str, Any], records: list[ContainerProcess]) -> None:
+        try:
+            await self._adopt(pod, records)
+        except Exception:  # one bad record must not stop the runtime: replace that pod
+            name = str(pod["metadata"]["name"])
+            log.exception("pod %s: cannot adopt it; stopping it, the ReplicaSet will replace it", name)
+            self._pod_meta.pop(name, None)
+            for record in records:
+                if record.pid is not None and _alive(record):
+                    _kill_group(record.pid)
+            with contextlib.suppress(Exception):
+                self.store.delete("Pod", name, pod["metadata"].get("namespace"))
+
+    async def _adopt(self, pod: dict[str, Any], records: list[ContainerProcess]) -> None:
+        meta = pod["metadata"]
+        name = str(meta["name"])
+        namespace = str(meta.get("namespace") or "default")
+        live = [r for r in records if _alive(r)]
+        rs_name = objects.owner_name(pod, "ReplicaSet")
+        rs = self.store.get("ReplicaSet", rs_name, namespace) if rs_name else None
+        if rs is None or rs_name is None or not live:
+            if live:
+                log.info("pod %s: its ReplicaSet is gone, stopping it", name)
+                for record in live:
+                    assert record.pid is not None
+                    _kill_group(record.pid)
+            else:
+                log.info("pod %s: no process left, the ReplicaSet will replace it", name)
+            self.store.delete("Pod", name, namespace)
+            return
+        labels = objects.labels_of(pod)
+        try:
+            template = PodTemplateSpec.model_validate({"metadata": {"labels": labels}, "spec": pod.get("spec") or {}})
+        except ValidationError:
+            template = PodTemplateSpec.model_validate(rs["spec"]["template"])
+        spec = self._pod_spec(name, str(meta.get("uid") or ""), labels, template)
+        started = parse_rfc3339((pod.get("status") or {}).get("startTime"))
+        self._pod_meta[name] = (namespace, rs_name, labels)
+        status = await self.supervisor.adopt(
+            spec, records, started_at=started.timestamp() if started is not None else time.time()
+        )
+        log.info("pod %s: adopted (pids %s, port %d)", name, ", ".join(map(str, status.pids)), status.port)
+        self.on_pod_change(status)
 
     def _pods_of(self, namespace: str, rs_name: str) -> list[str]:
         return [
@@ -169,31 +291,8 @@ class EmbeddedRuntime:
         template = PodTemplateSpec.model_validate(rs["spec"]["template"])
         pod_name = f"{rs['metadata']['name']}-{secrets.token_hex(3)[:5]}"
         labels = dict((template.metadata.labels if template.metadata else None) or {})
-        containers = []
-        for c in template.spec.containers:
-            probe = c.readiness_probe
-            env = {e.name: e.value or "" for e in c.env or [] if e.value_from is None}
-            containers.append(
-                ContainerSpec(
-                    name=c.name,
-                    image=c.image or "",
-                    command=tuple(c.command or ()),
-                    args=tuple(c.args or ()),
-                    env=env,
-                    readiness_path=probe.http_get.path if probe and probe.http_get else None,
-                    readiness_period_seconds=float(probe.period_seconds or 1) if probe else 1.0,
-                    readiness_initial_delay_seconds=float(probe.initial_delay_seconds or 0) if probe else 0.0,
-                )
-            )
-        spec = PodSpec(
-            name=pod_name,
-            labels=labels,
-            containers=tuple(containers),
-            log_dir=self.state_dir / "logs",
-            termination_grace_seconds=float(template.spec.termination_grace_period_seconds or 5),
-        )
         self._pod_meta[pod_name] = (namespace, rs["metadata"]["name"], labels)
-        self.store.create(
+        created = self.store.create(
             {
                 "apiVersion": "v1",
                 "kind": "Pod",
@@ -214,8 +313,35 @@ class EmbeddedRuntime:
                 "status": {"phase": "Pending", "ready": False},
             }
         )
+        spec = self._pod_spec(pod_name, str(created["metadata"].get("uid") or ""), labels, template)
         status = await self.supervisor.start_pod(spec)
         self.on_pod_change(status)
+
+    def _pod_spec(self, pod_name: str, uid: str, labels: dict[str, str], template: PodTemplateSpec) -> PodSpec:
+        containers = []
+        for c in template.spec.containers:
+            probe = c.readiness_probe
+            env = {e.name: e.value or "" for e in c.env or [] if e.value_from is None}
+            env[POD_UID_ENV] = uid
+            containers.append(
+                ContainerSpec(
+                    name=c.name,
+                    image=c.image or "",
+                    command=tuple(c.command or ()),
+                    args=tuple(c.args or ()),
+                    env=env,
+                    readiness_path=probe.http_get.path if probe and probe.http_get else None,
+                    readiness_period_seconds=float(probe.period_seconds or 1) if probe else 1.0,
+                    readiness_initial_delay_seconds=float(probe.initial_delay_seconds or 0) if probe else 0.0,
+                )
+            )
+        return PodSpec(
+            name=pod_name,
+            labels=labels,
+            containers=tuple(containers),
+            log_dir=self.state_dir / "logs",
+            termination_grace_seconds=float(template.spec.termination_grace_period_seconds or 5),
+        )
 
     def _remove_pod(self, pod: str) -> None:
         """Take the pod out of routing now; stop it after in-flight requests have drained."""
@@ -231,13 +357,14 @@ class EmbeddedRuntime:
                 await asyncio.sleep(DRAIN_SECONDS)
                 await self.supervisor.stop_pod(pod)
             finally:
-                self._draining.discard(pod)
-                self._pods.pop(pod, None)
-                gone = self._pod_meta.pop(pod, None)
-                if gone is not None:
-                    self.store.delete("Pod", pod, gone[0])
-                    self._dirty_rs.add((gone[0], gone[1]))
-                    self._wake.set()
+                if not self._detached:  # a detached runtime leaves the pod to the next leader
+                    self._draining.discard(pod)
+                    self._pods.pop(pod, None)
+                    gone = self._pod_meta.pop(pod, None)
+                    if gone is not None:
+                        self.store.delete("Pod", pod, gone[0])
+                        self._dirty_rs.add((gone[0], gone[1]))
+                        self._wake.set()
 
         task = asyncio.create_task(stop(), name=f"stop-pod-{pod}")
         self._background.add(task)
@@ -257,6 +384,19 @@ class EmbeddedRuntime:
             "message": status.message,
             "startTime": to_rfc3339_epoch(status.started_at),
             "logPaths": dict(status.log_paths),
+            # What a restarted controller needs to adopt the pod (see _adopt_previous_pods).
+            "containerStatuses": [
+                {
+                    "name": c.name,
+                    "ready": c.ready,
+                    "restartCount": c.restarts,
+                    "started": c.pid is not None,
+                    "pid": c.pid,
+                    "processStartTime": c.start_time,
+                    "port": c.port,
+                }
+                for c in status.containers
+            ],
         }
         current = self.store.get("Pod", status.name, meta[0])
         if current is None or current.get("status") == pod_status:
@@ -306,6 +446,7 @@ class EmbeddedRuntime:
     async def _sync_services(self) -> None:
         services = self.store.list("Service")
         wanted: dict[str, int] = {}
+        unbound = False
         for svc in services:
             port = ((svc.get("spec") or {}).get("ports") or [{}])[0].get("port")
             if port is None:
@@ -318,7 +459,8 @@ class EmbeddedRuntime:
                 try:
                     await self.proxy.add_service(key, int(port))
                 except OSError as exc:
-                    log.error("service %s: cannot listen on 127.0.0.1:%s: %s", key, port, exc)
+                    log.error("service %s: cannot listen on 127.0.0.1:%s: %s (retrying)", key, port, exc)
+                    unbound = True
                     continue
                 self._listening[key] = int(port)
             self.proxy.set_routing(key, self._routing_for(svc))
@@ -326,6 +468,13 @@ class EmbeddedRuntime:
             if key not in wanted:
                 await self.proxy.remove_service(key)
                 del self._listening[key]
+        if unbound and (self._bind_retry is None or self._bind_retry.cancelled()):
+            # The port may be freed soon (e.g. by a previous leader that is exiting): try again.
+            def retry() -> None:
+                self._bind_retry = None
+                self.poke()
+
+            self._bind_retry = asyncio.get_running_loop().call_later(1.0, retry)
 
     def _routing_for(self, svc: dict[str, Any]) -> RoutingTable:
         namespace = svc["metadata"].get("namespace", "default")
@@ -349,6 +498,39 @@ class EmbeddedRuntime:
                 continue
             backends.append(Backend(pod=pod, host=status.host, port=status.port))
         return RevisionBackends(revision=selector.get(HASH_LABEL, "none"), backends=tuple(backends))
+
+
+def _container_records(pod: dict[str, Any]) -> list[ContainerProcess]:
+    """The container processes a Pod object records (see `_write_pod`); malformed entries skipped."""
+    records = []
+    for entry in (pod.get("status") or {}).get("containerStatuses") or []:
+        if not isinstance(entry, dict) or not entry.get("name"):
+            continue
+        try:
+            pid, start = entry.get("pid"), entry.get("processStartTime")
+            records.append(
+                ContainerProcess(
+                    name=str(entry["name"]),
+                    port=int(entry.get("port") or 0),
+                    pid=int(pid) if pid is not None else None,
+                    start_time=int(start) if start is not None else None,
+                    ready=bool(entry.get("ready")),
+                    restarts=int(entry.get("restartCount") or 0),
+                )
+            )
+        except (TypeError, ValueError):
+            continue
+    return records
+
+
+def _alive(record: ContainerProcess) -> bool:
+    """Whether the recorded process still runs: same PID *and* same start time."""
+    return record.pid is not None and record.start_time is not None and process_is(record.pid, record.start_time)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _service_key(svc: dict[str, Any]) -> str:
