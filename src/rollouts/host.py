@@ -31,6 +31,7 @@ from rollouts.platform.embedded.proxy import ProxyServer
 from rollouts.platform.embedded.proxy_metrics import ProxyMetrics
 from rollouts.platform.embedded.runtime import EmbeddedRuntime
 from rollouts.store.lease import DEFAULT_LEASE_DURATION, DEFAULT_RENEW_INTERVAL, LeaderElector
+from rollouts.store.protocol import AsyncSqliteStore
 from rollouts.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,12 @@ class EmbeddedHost:
         self.platform = EmbeddedPlatform(self.store)
         self.providers = default_providers(prometheus_address=prometheus_address)
         self.controller = Controller(
-            self.store, self.platform, self.providers, clock=clock, leading=self.elector.is_leader
+            AsyncSqliteStore(self.store),
+            self.platform,
+            self.providers,
+            clock=clock,
+            leading=self.elector.is_leader,
+            change_feed=self.store,
         )
         self.lost = asyncio.Event()
         self.lost_reason = ""

@@ -40,6 +40,7 @@ from rollouts.model.rollout import AnalysisTemplateRef, Rollout
 from rollouts.platform.embedded.platform import EmbeddedPlatform
 from rollouts.platform.embedded.pods import find_session_leaders
 from rollouts.store.errors import AlreadyExistsError
+from rollouts.store.protocol import AsyncSqliteStore
 from rollouts.store.sqlite import SqliteStore
 from tests.integration.conftest import ControllerProcess, answers, demo_container, free_port
 
@@ -451,11 +452,11 @@ def test_kill_mid_blue_green_before_promotion(controllers: Controllers) -> None:
 # --- the window between creating a run and writing the status ------------------------------------
 
 
-def test_a_run_created_by_a_reconcile_that_never_wrote_status_is_not_duplicated(tmp_path: Path) -> None:
+async def test_a_run_created_by_a_reconcile_that_never_wrote_status_is_not_duplicated(tmp_path: Path) -> None:
     """The reconciler creates the run, then writes the status; a kill in between leaves a run
     that no status names. The next reconcile takes it as the step's run (Argo does the same)."""
     store = SqliteStore(tmp_path / "state.db")
-    reconciler = RolloutReconciler(store, EmbeddedPlatform(store), lambda: datetime.now(UTC))
+    reconciler = RolloutReconciler(AsyncSqliteStore(store), EmbeddedPlatform(store), lambda: datetime.now(UTC))
     store.create(web_template("http://127.0.0.1:9/ok"))
     store.create(
         {
@@ -474,10 +475,10 @@ def test_a_run_created_by_a_reconcile_that_never_wrote_status_is_not_duplicated(
         }
     )
 
-    def settle(rounds: int = 10) -> None:
+    async def settle(rounds: int = 10) -> None:
         """Reconcile, with every ReplicaSet as ready as it is asked to be."""
         for _ in range(rounds):
-            reconciler.reconcile("default", "web")
+            await reconciler.reconcile("default", "web")
             for rs in store.list("ReplicaSet"):
                 n = rs["spec"]["replicas"]
                 status = {"replicas": n, "readyReplicas": n, "availableReplicas": n}
@@ -485,7 +486,7 @@ def test_a_run_created_by_a_reconcile_that_never_wrote_status_is_not_duplicated(
                     rs["status"] = status
                     store.update_status(rs)
 
-    settle()
+    await settle()
     assert healthy(store.must_get("Rollout", "web")["status"])
 
     def image(obj: dict[str, Any]) -> None:
@@ -494,10 +495,10 @@ def test_a_run_created_by_a_reconcile_that_never_wrote_status_is_not_duplicated(
     store.mutate("Rollout", "web", None, image)
     for _ in range(10):
         before = store.must_get("Rollout", "web")
-        reconciler.reconcile("default", "web")
+        await reconciler.reconcile("default", "web")
         if store.list("AnalysisRun"):
             break
-        settle(1)
+        await settle(1)
     (run,) = store.list("AnalysisRun")
     # The controller "died" before its status write: put the status back as it was read.
     after = store.must_get("Rollout", "web")
@@ -505,7 +506,7 @@ def test_a_run_created_by_a_reconcile_that_never_wrote_status_is_not_duplicated(
     store.update_status(after)
     assert run["metadata"]["name"] not in json.dumps(store.must_get("Rollout", "web")["status"])
 
-    reconciler.reconcile("default", "web")
+    await reconciler.reconcile("default", "web")
     assert [r["metadata"]["name"] for r in store.list("AnalysisRun")] == [run["metadata"]["name"]]
     status = store.must_get("Rollout", "web")["status"]
     assert status["canary"]["currentStepAnalysisRunStatus"]["name"] == run["metadata"]["name"]
@@ -522,9 +523,9 @@ def test_a_run_created_by_a_reconcile_that_never_wrote_status_is_not_duplicated(
         templates=(AnalysisTemplateRef(template_name="ok"),),
         args=(),
     )
-    reconciler._create_run(rollout, action)
+    await reconciler._create_run(rollout, action)
     # ... and an error when it is not.
     with pytest.raises(AlreadyExistsError, match="does not belong"):
-        reconciler._create_run(rollout, replace(action, kind="Background"))
+        await reconciler._create_run(rollout, replace(action, kind="Background"))
     assert len(store.list("AnalysisRun")) == 1
     store.close()

@@ -53,17 +53,17 @@ class AnalysisRunReconciler:
             status = {"phase": "Error", "message": f"Analysis spec invalid: {exc.errors()[0]['msg']}"}
             if raw.get("status") != status:
                 raw["status"] = status
-                self.store.update_status(raw)
+                await self.store.update_status(raw)
             return None
         if ttl_expired(run, self.clock()):
-            self.store.delete("AnalysisRun", name, namespace)
+            await self.store.delete("AnalysisRun", name, namespace)
             return None
         outcome = await reconcile_run(run, providers=self.providers, now=self.clock, secrets=self.secret)
         if outcome.changed:
             new_status = outcome.run.to_json().get("status")
             if new_status != raw.get("status"):
                 raw["status"] = new_status
-                self.store.update_status(raw)
+                await self.store.update_status(raw)
         if outcome.next_at is None:
             return None
         return max(0.0, (outcome.next_at - self.clock()).total_seconds())

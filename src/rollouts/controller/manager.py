@@ -19,6 +19,7 @@ from rollouts.controller.analysisruns import AnalysisRunReconciler
 from rollouts.controller.queue import WorkQueue
 from rollouts.controller.rollouts import ROLLOUT_LABEL, RolloutReconciler
 from rollouts.platform.protocols import Platform
+from rollouts.store.protocol import ResourceStore
 from rollouts.store.sqlite import Change, ConflictError, SqliteStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def utc_now() -> datetime:
 class Controller:
     def __init__(
         self,
-        store: SqliteStore,
+        store: ResourceStore,
         platform: Platform,
         providers: Mapping[str, MetricProvider],
         *,
@@ -41,10 +42,14 @@ class Controller:
         poll_interval: float = 0.2,
         resync_seconds: float = 30.0,
         leading: Callable[[], bool] | None = None,
+        change_feed: SqliteStore | None = None,
     ) -> None:
         """`leading`, when given, is asked before every reconcile: while it says False (this
-        controller is not sure it still holds the lease) keys are put back, not reconciled."""
+        controller is not sure it still holds the lease) keys are put back, not reconciled.
+        `change_feed`: a SQLite store whose writes by other processes (the CLI) are polled;
+        on Kubernetes the informers report every change through the store's listeners."""
         self.store = store
+        self.change_feed = change_feed
         self.leading = leading
         self.rollouts = RolloutReconciler(store, platform, clock)
         self.runs = AnalysisRunReconciler(store, providers, clock)
@@ -103,7 +108,7 @@ class Controller:
         started = time.perf_counter()
         try:
             if kind == "Rollout":
-                outcome = self.rollouts.reconcile(namespace, name)
+                outcome = await self.rollouts.reconcile(namespace, name)
                 if outcome.requeue_after is not None:
                     self.queue.add_after(key, outcome.requeue_after)
             else:
@@ -124,11 +129,14 @@ class Controller:
 
     async def _poll(self) -> None:
         """Changes written by other processes (the CLI) reach us through the change feed."""
-        self._rv = self.store.current_rv()
+        feed = self.change_feed
+        if feed is None:
+            return
+        self._rv = feed.current_rv()
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
-                changes, newest = self.store.changes_since(self._rv)
+                changes, newest = feed.changes_since(self._rv)
             except Exception:
                 log.exception("polling the store failed")
                 continue

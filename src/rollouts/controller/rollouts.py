@@ -57,15 +57,15 @@ class RolloutReconciler:
         self.platform = platform
         self.clock = clock
 
-    def reconcile(self, namespace: str, name: str) -> Outcome:
+    async def reconcile(self, namespace: str, name: str) -> Outcome:
         raw = self.store.get("Rollout", name, namespace)
         if raw is None:
-            self._collect_garbage(namespace, name)
+            await self._collect_garbage(namespace, name)
             return Outcome(None, False)
         try:
             rollout = Rollout.model_validate(raw)
         except ValidationError as exc:
-            return self._write_invalid(raw, f"the manifest does not parse: {exc.errors()[0]['msg']}")
+            return await self._write_invalid(raw, f"the manifest does not parse: {exc.errors()[0]['msg']}")
         invalid = self.platform.unsupported(rollout) or missing_references(rollout, self.store, self.platform.services)
         snapshot = p.Snapshot(
             rollout=rollout,
@@ -78,8 +78,8 @@ class RolloutReconciler:
         result = plan(snapshot)
         self._reclaim_runs(rollout, raw, result)
         for action in result.actions:
-            self._act(rollout, action)
-        wrote = self._write_status(raw, result.status)
+            await self._act(rollout, action)
+        wrote = await self._write_status(raw, result.status)
         return Outcome(result.requeue_after, wrote)
 
     # --- observe ---------------------------------------------------------------------------
@@ -146,26 +146,26 @@ class RolloutReconciler:
 
     # --- act -------------------------------------------------------------------------------
 
-    def _act(self, rollout: Rollout, action: p.Action) -> None:
+    async def _act(self, rollout: Rollout, action: p.Action) -> None:
         namespace = rollout.metadata.namespace or "default"
         workloads = self.platform.workloads
         match action:
             case p.CreateReplicaSet():
-                workloads.create_replica_set(
+                await workloads.create_replica_set(
                     rollout, action.name, action.pod_hash, action.revision, action.replicas, action.template
                 )
             case p.ScaleReplicaSet():
-                workloads.scale_replica_set(namespace, action.name, action.replicas)
+                await workloads.scale_replica_set(namespace, action.name, action.replicas)
             case p.SetScaleDownDeadline():
-                workloads.set_scale_down_deadline(namespace, action.name, action.at)
+                await workloads.set_scale_down_deadline(namespace, action.name, action.at)
             case p.SetRevision():
-                workloads.set_revision(namespace, action.name, action.revision)
+                await workloads.set_revision(namespace, action.name, action.revision)
             case p.DeleteReplicaSet():
-                workloads.delete_replica_set(namespace, action.name)
+                await workloads.delete_replica_set(namespace, action.name)
             case p.PointService():
-                self.platform.services.point(namespace, action.service, action.pod_hash)
+                await self.platform.services.point(namespace, action.service, action.pod_hash)
             case p.SetCanaryWeight():
-                self.platform.traffic.set_weight(
+                await self.platform.traffic.set_weight(
                     namespace,
                     rollout.metadata.name,
                     action.stable_service,
@@ -174,11 +174,11 @@ class RolloutReconciler:
                     action.weight,
                 )
             case p.CreateAnalysisRun():
-                self._create_run(rollout, action)
+                await self._create_run(rollout, action)
             case p.TerminateAnalysisRun():
-                self._terminate_run(namespace, action.name)
+                await self._terminate_run(namespace, action.name)
             case p.RecordEvent():
-                self.store.record_event(
+                await self.store.record_event(
                     "Rollout", rollout.metadata.name, namespace, action.type, action.reason, action.message
                 )
 
@@ -194,7 +194,7 @@ class RolloutReconciler:
 
         return lookup
 
-    def _create_run(self, rollout: Rollout, action: p.CreateAnalysisRun) -> None:
+    async def _create_run(self, rollout: Rollout, action: p.CreateAnalysisRun) -> None:
         namespace = rollout.metadata.namespace or "default"
         lookup = self._lookup(namespace)
         labels = {
@@ -251,15 +251,15 @@ class RolloutReconciler:
             ).to_json()
             status = body.pop("status")
             try:
-                created = self.store.create(body)
+                created = await self.store.create(body)
             except AlreadyExistsError:
                 self._check_ours(rollout, action)
                 return
             created["status"] = status
-            self.store.update_status(created)
+            await self.store.update_status(created)
             return
         try:
-            self.store.create(body)
+            await self.store.create(body)
         except AlreadyExistsError:
             self._check_ours(rollout, action)
 
@@ -275,24 +275,24 @@ class RolloutReconciler:
             f'of rollout "{rollout.metadata.name}": delete it or rename the rollout'
         )
 
-    def _terminate_run(self, namespace: str, name: str) -> None:
+    async def _terminate_run(self, namespace: str, name: str) -> None:
         def change(run: dict[str, Any]) -> None:
             run.setdefault("spec", {})["terminate"] = True
 
-        self.store.mutate("AnalysisRun", name, namespace, change)
+        await self.store.mutate("AnalysisRun", name, namespace, change)
 
     # --- status ----------------------------------------------------------------------------
 
-    def _write_status(self, raw: dict[str, Any], status: RolloutStatus) -> bool:
+    async def _write_status(self, raw: dict[str, Any], status: RolloutStatus) -> bool:
         new = status.to_json()
         if raw.get("status") == new:
             return False
         raw = dict(raw)
         raw["status"] = new
-        self.store.update_status(raw)
+        await self.store.update_status(raw)
         return True
 
-    def _write_invalid(self, raw: dict[str, Any], message: str) -> Outcome:
+    async def _write_invalid(self, raw: dict[str, Any], message: str) -> Outcome:
         status = dict(raw.get("status") or {})
         status["phase"] = "Degraded"
         status["message"] = f"InvalidSpec: {message}"
@@ -300,16 +300,16 @@ class RolloutReconciler:
             return Outcome(None, False)
         raw = dict(raw)
         raw["status"] = status
-        self.store.update_status(raw)
+        await self.store.update_status(raw)
         return Outcome(None, True)
 
-    def _collect_garbage(self, namespace: str, name: str) -> None:
+    async def _collect_garbage(self, namespace: str, name: str) -> None:
         """The rollout is gone: delete what it owned (Kubernetes does this by owner references)."""
         for kind in ("ReplicaSet", "AnalysisRun"):
             for obj in self.store.list(kind, namespace):
                 owners = obj["metadata"].get("ownerReferences") or []
                 if any(o.get("kind") == "Rollout" and o.get("name") == name for o in owners):
-                    self.store.delete(kind, obj["metadata"]["name"], namespace)
+                    await self.store.delete(kind, obj["metadata"]["name"], namespace)
 
 
 _SLOTS = (

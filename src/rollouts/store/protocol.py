@@ -1,9 +1,17 @@
-"""What the controller needs of a resource store; SqliteStore and the Kubernetes store provide it."""
+"""What the controller needs of a resource store: reads from a local view, writes that can wait.
+
+Reads are synchronous (the SQLite file, or the Kubernetes informers' caches) so a reconcile
+sees one consistent snapshot; writes are coroutines because on Kubernetes each is a request
+to the API server. `AsyncSqliteStore` adapts the embedded SQLite store; `KubeStore` is the
+Kubernetes one.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from rollouts.store.sqlite import Change, SqliteStore
 
 Obj = dict[str, Any]
 
@@ -13,18 +21,61 @@ class ResourceStore(Protocol):
 
     def list(self, kind: str, namespace: str | None = None, labels: dict[str, str] | None = None) -> list[Obj]: ...
 
-    def create(self, obj: Obj) -> Obj: ...
+    def add_listener(self, listener: Callable[[Change], None]) -> None: ...
 
-    def update(self, obj: Obj) -> Obj: ...
+    async def create(self, obj: Obj) -> Obj: ...
 
-    def update_status(self, obj: Obj) -> Obj: ...
+    async def update(self, obj: Obj) -> Obj: ...
 
-    def delete(self, kind: str, name: str, namespace: str | None = None) -> bool: ...
+    async def update_status(self, obj: Obj) -> Obj: ...
 
-    def mutate(
+    async def delete(self, kind: str, name: str, namespace: str | None = None) -> bool: ...
+
+    async def mutate(
         self, kind: str, name: str, namespace: str | None, change: Callable[[Obj], None], *, status: bool = False
     ) -> Obj: ...
 
-    def record_event(
+    async def record_event(
         self, kind: str, name: str, namespace: str | None, type_: str, reason: str, message: str
     ) -> None: ...
+
+
+class AsyncSqliteStore:
+    """The SQLite store behind the controller's store interface.
+
+    SQLite writes are short local transactions, so they run inline on the event loop.
+    """
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.sqlite = store
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        return self.sqlite.get(kind, name, namespace)
+
+    def list(self, kind: str, namespace: str | None = None, labels: dict[str, str] | None = None) -> list[Obj]:
+        return self.sqlite.list(kind, namespace, labels)
+
+    def add_listener(self, listener: Callable[[Change], None]) -> None:
+        self.sqlite.add_listener(listener)
+
+    async def create(self, obj: Obj) -> Obj:
+        return self.sqlite.create(obj)
+
+    async def update(self, obj: Obj) -> Obj:
+        return self.sqlite.update(obj)
+
+    async def update_status(self, obj: Obj) -> Obj:
+        return self.sqlite.update_status(obj)
+
+    async def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        return self.sqlite.delete(kind, name, namespace)
+
+    async def mutate(
+        self, kind: str, name: str, namespace: str | None, change: Callable[[Obj], None], *, status: bool = False
+    ) -> Obj:
+        return self.sqlite.mutate(kind, name, namespace, change, status=status)
+
+    async def record_event(
+        self, kind: str, name: str, namespace: str | None, type_: str, reason: str, message: str
+    ) -> None:
+        self.sqlite.record_event(kind, name, namespace, type_, reason, message)

@@ -46,7 +46,7 @@ class EmbeddedWorkloads:
             )
         return views
 
-    def create_replica_set(
+    async def create_replica_set(
         self, rollout: Rollout, name: str, pod_hash: str, revision: int, replicas: int, template: dict[str, Any]
     ) -> None:
         selector = dict((rollout.spec.selector.match_labels or {}) if rollout.spec.selector else {})
@@ -80,13 +80,13 @@ class EmbeddedWorkloads:
             }
         )
 
-    def scale_replica_set(self, namespace: str, name: str, replicas: int) -> None:
+    async def scale_replica_set(self, namespace: str, name: str, replicas: int) -> None:
         def change(rs: dict[str, Any]) -> None:
             rs["spec"]["replicas"] = replicas
 
         self.store.mutate("ReplicaSet", name, namespace, change)
 
-    def set_scale_down_deadline(self, namespace: str, name: str, at: datetime | None) -> None:
+    async def set_scale_down_deadline(self, namespace: str, name: str, at: datetime | None) -> None:
         def change(rs: dict[str, Any]) -> None:
             notes = rs["metadata"].setdefault("annotations", {})
             if at is None:
@@ -96,13 +96,13 @@ class EmbeddedWorkloads:
 
         self.store.mutate("ReplicaSet", name, namespace, change)
 
-    def set_revision(self, namespace: str, name: str, revision: int) -> None:
+    async def set_revision(self, namespace: str, name: str, revision: int) -> None:
         def change(rs: dict[str, Any]) -> None:
             rs["metadata"].setdefault("annotations", {})[objects.REVISION_ANNOTATION] = str(revision)
 
         self.store.mutate("ReplicaSet", name, namespace, change)
 
-    def delete_replica_set(self, namespace: str, name: str) -> None:
+    async def delete_replica_set(self, namespace: str, name: str) -> None:
         self.store.delete("ReplicaSet", name, namespace)
 
 
@@ -113,7 +113,7 @@ class EmbeddedServices:
     def exists(self, namespace: str, name: str) -> bool:
         return self.store.get("Service", name, namespace) is not None
 
-    def point(self, namespace: str, name: str, pod_hash: str) -> None:
+    async def point(self, namespace: str, name: str, pod_hash: str) -> None:
         current = self.store.get("Service", name, namespace)
         if current is None or ((current.get("spec") or {}).get("selector") or {}).get(HASH_LABEL) == pod_hash:
             return
@@ -130,7 +130,7 @@ class EmbeddedTraffic:
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
 
-    def set_weight(
+    async def set_weight(
         self,
         namespace: str,
         rollout: str,
