@@ -413,7 +413,23 @@ def set_image(ctx: click.Context, name: str, assignment: str) -> None:
 @click.option("-v", "--verbose", is_flag=True)
 @click.option("--identity", default=None, hidden=True, help="Lease holder identity (default: host_pid_random).")
 @click.option("--lease-duration", type=float, default=15.0, hidden=True, help="Seconds a lease renewal is good for.")
-@click.option("--lease-renew-interval", type=float, default=5.0, hidden=True, help="Seconds between lease renewals.")
+@click.option("--lease-renew-interval", type=float, default=None, hidden=True, help="Seconds between lease renewals.")
+@click.option(
+    "--platform",
+    type=click.Choice(["embedded", "kubernetes"]),
+    default="embedded",
+    show_default=True,
+    help="embedded: pods are local processes behind the built-in proxy; kubernetes: an operator on a cluster.",
+)
+@click.option(
+    "--kubeconfig", default=None, help="[kubernetes] kubeconfig file (default: in-cluster, then ~/.kube/config)."
+)
+@click.option("--context", "kube_context", default=None, help="[kubernetes] kubeconfig context.")
+@click.option("--watch-namespace", default=None, help="[kubernetes] only this namespace (default: all namespaces).")
+@click.option("--leader-elect/--no-leader-elect", default=True, help="[kubernetes] elect a leader with a Lease.")
+@click.option("--metrics-port", default=8090, show_default=True, help="[kubernetes] /metrics port.")
+@click.option("--healthz-port", default=8080, show_default=True, help="[kubernetes] /healthz port.")
+@click.option("--bind", default="0.0.0.0", show_default=True, help="[kubernetes] address of /metrics and /healthz.")
 @click.pass_context
 def controller(
     ctx: click.Context,
@@ -422,11 +438,19 @@ def controller(
     verbose: bool,
     identity: str | None,
     lease_duration: float,
-    lease_renew_interval: float,
+    lease_renew_interval: float | None,
+    platform: str,
+    kubeconfig: str | None,
+    kube_context: str | None,
+    watch_namespace: str | None,
+    leader_elect: bool,
+    metrics_port: int,
+    healthz_port: int,
+    bind: str,
 ) -> None:
-    """Run the controller with the embedded platform (pods as local processes, built-in proxy).
+    """Run the controller: on this machine (embedded, the default) or as a Kubernetes operator.
 
-    Controllers started on the same state file elect one leader; the others wait.
+    Controllers started on the same state file (or cluster) elect one leader; the others wait.
     """
     import os
     import signal
@@ -436,6 +460,24 @@ def controller(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if platform == "kubernetes":
+        _run(
+            _kubernetes_controller(
+                kubeconfig=kubeconfig,
+                context=kube_context,
+                namespace=watch_namespace,
+                leader_elect=leader_elect,
+                identity=identity,
+                metrics_port=metrics_port,
+                healthz_port=healthz_port,
+                bind=bind,
+                prometheus_address=prometheus_address,
+                lease_duration=lease_duration,
+                renew_interval=lease_renew_interval,
+            )
+        )
+        return
+    lease_renew_interval = 5.0 if lease_renew_interval is None else lease_renew_interval
 
     async def main() -> None:
         try:
@@ -485,6 +527,60 @@ def controller(
         await host.close()
 
     _run(main())
+
+
+async def _kubernetes_controller(*, lease_duration: float, renew_interval: float | None, **options: Any) -> None:
+    """The operator: serve probes and metrics, wait for the Lease, reconcile until stopped or lost."""
+    import os
+    import signal
+
+    from kubernetes_asyncio.config import ConfigException
+
+    from rollouts.kube_host import KubeHost
+
+    renew = renew_interval if renew_interval is not None else lease_duration * 2 / 3
+    try:
+        host = KubeHost(
+            lease_duration=lease_duration,
+            renew_interval=renew,
+            renew_deadline=(renew + lease_duration) / 2,
+            **options,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopping = asyncio.ensure_future(stop.wait())
+    starting = asyncio.ensure_future(host.start())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        await host.close()
+        return
+    try:
+        starting.result()
+    except (OSError, ConfigException, StoreError, TimeoutError) as exc:
+        stopping.cancel()
+        await host.close()
+        fail(f"cannot start the Kubernetes controller: {exc} (check --kubeconfig/--context and the API server)")
+    click.echo(
+        f"controller running on Kubernetes as {host.identity}: metrics :{host.metrics_port}/metrics, "
+        f"healthz :{host.healthz_port}/healthz",
+        err=True,
+    )
+    lost = asyncio.ensure_future(host.lost.wait())
+    await asyncio.wait({stopping, lost}, return_when=asyncio.FIRST_COMPLETED)
+    if host.lost.is_set():
+        click.echo(f"error: lost leadership ({host.lost_reason}): exiting", err=True)
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(1)
+    lost.cancel()
+    await host.close()
 
 
 @cli.command()

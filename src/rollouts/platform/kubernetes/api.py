@@ -60,6 +60,18 @@ def _error(exc: Exception, what: str) -> StoreError:
     return ApiError(f"{text} (HTTP {status})" if status else text, status)
 
 
+def _status_error(status: int, data: Any, what: str) -> StoreError:
+    message = data.get("message", "") if isinstance(data, dict) else str(data)
+    text = f"{what}: {message}" if message else f"{what}: HTTP {status}"
+    if status == 404:
+        return NotFoundError(text)
+    if status == 409:
+        return AlreadyExistsError(text) if "already exists" in message else ConflictError(text)
+    if status == 410:
+        return ExpiredError(text)
+    return ApiError(f"{text} (HTTP {status})", status)
+
+
 async def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s_client.ApiClient:
     """An ApiClient from a kubeconfig file (or in-cluster config when none is given and one exists)."""
     configuration = k8s_client.Configuration()
@@ -86,7 +98,10 @@ class KubeApi:
     async def _request(self, method: str, path: str, what: str, body: Any = None, **params: Any) -> Any:
         try:
             response = await self._dynamic.request(method, path, body=body, serialize=False, **params)
-            return await response.json()
+            data = await response.json()
+            if response.status >= 400:  # unpreloaded responses are not raised by the client
+                raise _status_error(response.status, data, what)
+            return data
         except (ApiException, DynamicApiError) as exc:
             raise _error(exc, what) from exc
         except OSError as exc:
@@ -172,6 +187,10 @@ class KubeApi:
             )
         except (ApiException, DynamicApiError) as exc:
             raise _error(exc, what) from exc
+        if response.status >= 400:
+            data = await response.json()
+            response.release()
+            raise _status_error(response.status, data, what)
         try:
             async for raw in response.content:
                 line = raw.strip()
