@@ -402,6 +402,47 @@ def set_image(ctx: click.Context, name: str, assignment: str) -> None:
     click.echo(f'rollout "{name}" image updated')
 
 
+@cli.command()
+@click.argument("pod")
+@click.option("-c", "--container", default=None, help="Container name (default: the pod's only or first container).")
+@click.option("-p", "--previous", is_flag=True, help="The log of the previous run (before the last restart).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing what the container writes, until interrupted.")
+@click.option("--tail", "tail_lines", type=int, default=-1, help="Only the last N lines (-1: all).")
+@click.pass_context
+def logs(ctx: click.Context, pod: str, container: str | None, previous: bool, follow: bool, tail_lines: int) -> None:
+    """Print a pod's log (embedded platform): current or previous, optionally following it."""
+    with open_store(ctx) as store:
+        obj = store.get("Pod", pod, ctx.obj["namespace"])
+    if obj is None:
+        fail(f'pod "{pod}" not found (see the pods in `rollouts get rollout NAME`)')
+    paths: dict[str, str] = dict((obj.get("status") or {}).get("logPaths") or {})
+    if not paths:
+        fail(f'pod "{pod}" has no log yet')
+    name = container or next(iter(paths))
+    if name not in paths:
+        fail(f'pod "{pod}" has no container "{name}" (containers: {", ".join(paths)})')
+    path = Path(paths[name])
+    if previous:
+        path = path.with_name(path.name.removesuffix(".log") + ".previous.log")
+        if not path.exists():
+            fail(f'container "{name}" of pod "{pod}" has not restarted: there is no previous log')
+    try:
+        with path.open("rb") as handle:
+            data = handle.read()
+            lines = data.splitlines(keepends=True)
+            sys.stdout.buffer.write(b"".join(lines[-tail_lines:] if tail_lines >= 0 else lines))
+            sys.stdout.flush()
+            while follow:
+                chunk = handle.read()
+                if chunk:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.2)
+    except FileNotFoundError:
+        fail(f"the log file {path} is gone (the pod was deleted)")
+
+
 # --- processes -------------------------------------------------------------------------------
 
 
