@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -365,6 +366,8 @@ class EmbeddedRuntime:
                         self.store.delete("Pod", pod, gone[0])
                         self._dirty_rs.add((gone[0], gone[1]))
                         self._wake.set()
+                    # A deleted pod's logs go with it, as on a cluster: nothing is left behind.
+                    shutil.rmtree(self.state_dir / "logs" / pod, ignore_errors=True)
 
         task = asyncio.create_task(stop(), name=f"stop-pod-{pod}")
         self._background.add(task)
