@@ -18,6 +18,7 @@ from rollouts.analysis.providers import default_providers
 from rollouts.controller.admin import AdminServer, ControllerMetrics
 from rollouts.controller.manager import Controller
 from rollouts.platform.kubernetes.api import KubeApi, load_api_client
+from rollouts.platform.kubernetes.job_provider import KubeJobProvider
 from rollouts.platform.kubernetes.leader import KubeLeaderElector
 from rollouts.platform.kubernetes.platform import KubernetesPlatform
 from rollouts.platform.kubernetes.store import KubeStore
@@ -92,10 +93,13 @@ class KubeHost:
         self.metrics.watch_store(self.store)
         await self.store.start()
         platform = KubernetesPlatform(self.store)
+        providers = default_providers(prometheus_address=self.prometheus_address)
+        # On a cluster, `job` metrics run as batch/v1 Jobs, not local processes.
+        providers[KubeJobProvider.kind] = KubeJobProvider(self.api, namespace=self.namespace or "default")
         self.controller = Controller(
             self.store,
             platform,
-            default_providers(prometheus_address=self.prometheus_address),
+            providers,
             leading=self.elector.is_leader if self.elector else None,
         )
         self.metrics.leader.set(1)

@@ -49,17 +49,57 @@ def fail(message: str) -> NoReturn:
     help="SQLite state file of the embedded platform (default: $ROLLOUTS_STATE or the user state directory).",
 )
 @click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of the objects.")
+@click.option(
+    "--platform",
+    type=click.Choice(["embedded", "kubernetes"]),
+    default="embedded",
+    show_default=True,
+    help="Where the objects live: the state file (embedded) or a Kubernetes API server.",
+)
+@click.option(
+    "--kubeconfig", default=None, help="[kubernetes] kubeconfig file (default: in-cluster, then ~/.kube/config)."
+)
+@click.option("--context", "kube_context", default=None, help="[kubernetes] kubeconfig context.")
 @click.pass_context
-def cli(ctx: click.Context, state: Path | None, namespace: str) -> None:
+def cli(
+    ctx: click.Context,
+    state: Path | None,
+    namespace: str,
+    platform: str,
+    kubeconfig: str | None,
+    kube_context: str | None,
+) -> None:
     """Progressive delivery: canary and blue/green rollouts with automated analysis."""
-    ctx.obj = {"state": state or default_state_path(), "namespace": namespace}
+    ctx.obj = {
+        "state": state or default_state_path(),
+        "namespace": namespace,
+        "platform": platform,
+        "kubeconfig": kubeconfig,
+        "context": kube_context,
+    }
+
+
+def _open_kube_store(ctx: click.Context) -> Any:
+    """The Kubernetes store facade (same calls as SqliteStore); exits with one line if it cannot load."""
+    from rollouts.cli.kube_store import KubeCliStore
+
+    try:
+        return KubeCliStore(ctx.obj.get("kubeconfig"), ctx.obj.get("context"), ctx.obj["namespace"])
+    except Exception as exc:  # ConfigException, a missing or malformed file, …
+        fail(f"cannot load the Kubernetes configuration: {exc} (check --kubeconfig/--context)")
 
 
 @contextmanager
 def open_store(ctx: click.Context) -> Iterator[SqliteStore]:
+    """The store of --platform: SqliteStore, or `KubeCliStore`, which offers the SqliteStore calls the CLI uses."""
     path: Path = ctx.obj["state"]
     try:
-        store = SqliteStore(path)
+        if ctx.obj.get("platform") == "kubernetes":
+            store: SqliteStore = _open_kube_store(ctx)
+        else:
+            store = SqliteStore(path)
+    except click.ClickException:
+        raise
     except Exception as exc:
         fail(f"cannot open state file {path}: {exc} (choose another with --state)")
     try:
@@ -123,10 +163,13 @@ def _known_from_store(ctx: click.Context) -> Any:
     from rollouts.model.validation import KnownObjects
 
     path: Path = ctx.obj["state"]
-    if not path.exists():
+    on_kubernetes = ctx.obj.get("platform") == "kubernetes"
+    if not on_kubernetes and not path.exists():
         return None
     try:
-        store = SqliteStore(path)
+        store = _open_kube_store(ctx) if on_kubernetes else SqliteStore(path)
+    except click.ClickException:
+        raise
     except Exception:
         return None
     try:
@@ -136,6 +179,8 @@ def _known_from_store(ctx: click.Context) -> Any:
             templates={o["metadata"]["name"] for o in store.list("AnalysisTemplate", namespace)},
             cluster_templates={o["metadata"]["name"] for o in store.list("ClusterAnalysisTemplate")},
         )
+    except StoreError as exc:
+        fail(str(exc))
     finally:
         store.close()
 
