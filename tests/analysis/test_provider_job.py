@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -348,7 +348,9 @@ async def test_runner_unstartable_job_is_inconclusive(provider: JobProvider) -> 
 class OddPhaseProvider:
     kind = "job"
 
-    async def measure(self, spec: dict[str, Any], *, now: datetime) -> ProviderResult:
+    async def measure(
+        self, spec: dict[str, Any], *, now: datetime, context: Mapping[str, str] | None = None
+    ) -> ProviderResult:
         return ProviderResult(value=None, text="", phase="Running")
 
 

@@ -11,6 +11,7 @@ measurements, idle reconciles that change nothing, and completed runs left untou
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,7 +48,9 @@ class FakeProvider:
         self.script = list(script)
         self.calls: list[tuple[dict[str, Any], datetime]] = []
 
-    async def measure(self, spec: dict[str, Any], *, now: datetime) -> ProviderResult:
+    async def measure(
+        self, spec: dict[str, Any], *, now: datetime, context: Mapping[str, str] | None = None
+    ) -> ProviderResult:
         self.calls.append((spec, now))
         outcome = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if isinstance(outcome, BaseException):
@@ -414,7 +417,9 @@ async def test_metrics_measured_in_parallel() -> None:
     barrier = asyncio.Barrier(2)
 
     class Waiting(FakeProvider):
-        async def measure(self, spec: dict[str, Any], *, now: datetime) -> ProviderResult:
+        async def measure(
+            self, spec: dict[str, Any], *, now: datetime, context: Mapping[str, str] | None = None
+        ) -> ProviderResult:
             await asyncio.wait_for(barrier.wait(), timeout=2)
             return await super().measure(spec, now=now)
 

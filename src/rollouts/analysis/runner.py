@@ -113,6 +113,7 @@ async def _take(
     evaluate: Evaluator | None,
     terminating: bool,
     in_flight: Measurement | None,
+    context: Mapping[str, str],
 ) -> _Taken:
     metric = due.metric
     if in_flight is not None and terminating:
@@ -139,7 +140,9 @@ async def _take(
         message = f"provider.{kind} must be an object with the provider's fields, got {type(spec).__name__}"
         return _Taken(due, _error(message, started, now()), {})
     try:
-        result: ProviderResult = await provider.measure(copy.deepcopy(spec), now=now())
+        result: ProviderResult = await provider.measure(
+            copy.deepcopy(spec), now=now(), context={**context, "metric": metric.name}
+        )
     except ProviderError as exc:
         return _Taken(due, _error(str(exc) or type(exc).__name__, started, now()), {})
     except Exception as exc:
@@ -266,6 +269,11 @@ async def reconcile_run(
                 evaluate=evaluate,
                 terminating=terminating,
                 in_flight=_in_flight(results.get(item.metric.name), item),
+                context={
+                    "namespace": run.metadata.namespace or "default",
+                    "run_name": run.metadata.name,
+                    "run_uid": run.metadata.uid or "",
+                },
             )
             for item in due
         )

@@ -9,6 +9,7 @@ catches any other exception from a provider, so a provider bug never kills a run
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -45,6 +46,12 @@ class MetricProvider(Protocol):
 
     kind: str
 
-    async def measure(self, spec: dict[str, Any], *, now: datetime) -> ProviderResult:
-        """Take one measurement; `spec` is the block under `provider.<kind>`."""
+    async def measure(
+        self, spec: dict[str, Any], *, now: datetime, context: Mapping[str, str] | None = None
+    ) -> ProviderResult:
+        """Take one measurement; `spec` is the block under `provider.<kind>`.
+
+        `context` names the run being measured (namespace, run_name, run_uid, metric), for
+        providers that create objects on its behalf (the Kubernetes job provider).
+        """
         ...

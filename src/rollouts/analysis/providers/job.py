@@ -213,7 +213,9 @@ class JobProvider:
             self._closed.add(pgid)
             _signal_group(pgid, signal.SIGKILL)
 
-    async def measure(self, spec: dict[str, Any], *, now: datetime | None = None) -> ProviderResult:
+    async def measure(
+        self, spec: dict[str, Any], *, now: datetime | None = None, context: Mapping[str, str] | None = None
+    ) -> ProviderResult:
         name = self._job_name(spec)
         try:
             job = self._parse(spec, name)

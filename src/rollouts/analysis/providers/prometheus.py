@@ -181,7 +181,9 @@ class PrometheusProvider:
             )
         return check_url(address, what="prometheus", field=field)
 
-    async def measure(self, spec: dict[str, Any], *, now: datetime) -> ProviderResult:
+    async def measure(
+        self, spec: dict[str, Any], *, now: datetime, context: Mapping[str, str] | None = None
+    ) -> ProviderResult:
         address = self.resolve_address(spec)
         query = str(spec.get("query") or "")
         if not query.strip():

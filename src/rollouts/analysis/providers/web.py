@@ -248,7 +248,9 @@ class WebProvider:
     async def aclose(self) -> None:
         await self._clients.aclose()
 
-    async def measure(self, spec: dict[str, Any], *, now: datetime | None = None) -> ProviderResult:
+    async def measure(
+        self, spec: dict[str, Any], *, now: datetime | None = None, context: Mapping[str, str] | None = None
+    ) -> ProviderResult:
         url = str(spec.get("url") or "")
         if not url:
             raise ProviderError("provider.web.url is empty — set it to the endpoint to measure")
