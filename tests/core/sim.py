@@ -59,6 +59,9 @@ class Sim:
         self.events: list[str] = []
         self.last: p.Plan | None = None
         self.invalid: str | None = None
+        self.restarted: list[str] = []
+        self.deleted_runs: list[str] = []
+        self._pod_serial = 0
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -82,9 +85,17 @@ class Sim:
         self.now += timedelta(seconds=seconds)
 
     def settle(self) -> None:
-        """Every ReplicaSet's pods become ready and available."""
+        """Every ReplicaSet's pods become ready and available.
+
+        Each ReplicaSet keeps its oldest pods up to its size; missing pods are created now
+        (their creation time is the sim clock, which `restartAt` is compared with).
+        """
         for name, rs in self.rs.items():
-            self.rs[name] = replace(rs, ready=rs.replicas, available=rs.replicas)
+            pods = list(rs.pods[: rs.replicas])
+            while len(pods) < rs.replicas:
+                self._pod_serial += 1
+                pods.append(p.PodView(f"{name}-pod{self._pod_serial}", self.now, True))
+            self.rs[name] = replace(rs, ready=rs.replicas, available=rs.replicas, pods=tuple(pods))
 
     def finish_run(self, phase: str, message: str = "", name: str | None = None) -> str:
         run = self.current_run() if name is None else self.runs[name]
@@ -151,11 +162,26 @@ class Sim:
                 self.weight = action.weight
             case p.CreateAnalysisRun():
                 self.runs[action.name] = p.RunView(
-                    action.name, action.kind, action.pod_hash, action.step_index, "Running"
+                    action.name, action.kind, action.pod_hash, action.step_index, "Running", created=self.now
                 )
             case p.TerminateAnalysisRun():
                 run = self.runs[action.name]
                 self.runs[action.name] = replace(run, terminating=True, phase="Successful")
+            case p.DeleteAnalysisRun():
+                del self.runs[action.name]
+                self.deleted_runs.append(action.name)
+            case p.RestartPod():
+                self.restarted.append(action.name)
+                for name, rs in self.rs.items():
+                    gone = [pod for pod in rs.pods if pod.name == action.name]
+                    if gone:
+                        lost = 1 if gone[0].ready else 0
+                        self.rs[name] = replace(
+                            rs,
+                            pods=tuple(pod for pod in rs.pods if pod.name != action.name),
+                            ready=rs.ready - lost,
+                            available=rs.available - lost,
+                        )
             case p.RecordEvent():
                 self.events.append(action.reason)
 
@@ -178,6 +204,9 @@ class Sim:
     def pause_reasons(self) -> list[str]:
         assert self.status is not None
         return [c["reason"] for c in self.status.get("pauseConditions") or []]
+
+    def pods(self, revision: int) -> list[p.PodView]:
+        return next(list(rs.pods) for rs in self.rs.values() if rs.revision == revision)
 
     def hash_of(self, revision: int) -> str:
         return next(rs.pod_hash for rs in self.rs.values() if rs.revision == revision)

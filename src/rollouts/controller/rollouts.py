@@ -29,6 +29,7 @@ from rollouts.analysis.errors import AnalysisBuildError
 from rollouts.controller.references import missing_references
 from rollouts.core import plan as p
 from rollouts.core.planner import plan
+from rollouts.core.timeutil import parse_rfc3339
 from rollouts.model.analysis import AnalysisRun, AnalysisTemplate, Argument, ClusterAnalysisTemplate
 from rollouts.model.meta import OwnerReference
 from rollouts.model.rollout import AnalysisTemplateRef, Rollout, RolloutStatus
@@ -99,6 +100,7 @@ class RolloutReconciler:
                     phase=status.get("phase") or "Pending",
                     message=status.get("message") or "",
                     terminating=bool((raw.get("spec") or {}).get("terminate")),
+                    created=parse_rfc3339(raw["metadata"].get("creationTimestamp")),
                 )
             )
         return views
@@ -177,6 +179,10 @@ class RolloutReconciler:
                 await self._create_run(rollout, action)
             case p.TerminateAnalysisRun():
                 await self._terminate_run(namespace, action.name)
+            case p.DeleteAnalysisRun():
+                await self.store.delete("AnalysisRun", action.name, namespace)
+            case p.RestartPod():
+                await workloads.delete_pod(namespace, action.name)
             case p.RecordEvent():
                 await self.store.record_event(
                     "Rollout", rollout.metadata.name, namespace, action.type, action.reason, action.message

@@ -37,6 +37,7 @@ def plan_blue_green(ctx: Reconcile) -> None:
     if status.abort:
         _unwind_abort(ctx, bg)
         return
+    ctx.reopen_after_retry()
     _progress(ctx, bg)
     if status.abort:
         _unwind_abort(ctx, bg)

@@ -47,6 +47,7 @@ def plan_canary(ctx: Reconcile) -> None:
     if status.abort:
         _unwind_abort(ctx, canary)
         return
+    ctx.reopen_after_retry()
     _progress(ctx, canary, steps)
 
 

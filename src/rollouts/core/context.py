@@ -216,7 +216,11 @@ class Reconcile:
         Returns (name, the observed run or None while it is not yet observed).
         """
         if current is not None:
-            return current, self.run(current)
+            run = self.run(current)
+            # A run that failed aborted the update when it was recorded so; seen again with the
+            # abort gone (retry), it is history and the analysis starts over with a new run.
+            if run is None or run.phase not in ("Failed", "Error") or not self._recorded_failed(current):
+                return current, run
         base = self.run_name(suffix)
         name = base
         taken = {r.name for r in self.snap.runs}
@@ -242,6 +246,19 @@ class Reconcile:
         )
         self.plan.event("AnalysisRunCreated", f"Created {kind} AnalysisRun {name}")
         return name, None
+
+    def _recorded_failed(self, name: str) -> bool:
+        """Whether the status read this reconcile recorded run `name` as Failed/Error (already acted on)."""
+        status = self.snap.rollout.status
+        if status is None or status.abort:
+            return False
+        slots = (
+            status.canary.current_step_analysis_run_status if status.canary else None,
+            status.canary.current_background_analysis_run_status if status.canary else None,
+            status.blue_green.pre_promotion_analysis_run_status if status.blue_green else None,
+            status.blue_green.post_promotion_analysis_run_status if status.blue_green else None,
+        )
+        return any(slot is not None and slot.name == name and slot.status in ("Failed", "Error") for slot in slots)
 
     def resolve_args(self, analysis: RolloutAnalysis) -> list[tuple[str, str]]:
         """Rollout-side args: plain values, podTemplateHashValue, or a fieldRef into the rollout."""
@@ -311,6 +328,10 @@ class Reconcile:
         self.status.aborted_at = None
         self.status.promote_full = None
         self.clear_pauses()
+        if self.status.canary is not None:
+            # The runs of the superseded revision are not this update's.
+            self.status.canary.current_step_analysis_run_status = None
+            self.status.canary.current_background_analysis_run_status = None
         if previous is not None and self.stable_hash is not None and previous != self.stable_hash:
             self.finish("Superseded", record=False)
         self.status.duration = RolloutDuration(rollout_started_at=to_rfc3339(self.now))
@@ -330,6 +351,13 @@ class Reconcile:
         duration.finished_at = to_rfc3339(self.now)
         duration.completion_status = completion
         self.status.duration = duration
+
+    def reopen_after_retry(self) -> None:
+        """A retried update (abort cleared by the user) is in flight again: its outcome is open."""
+        duration = self.status.duration
+        if duration is not None and duration.completion_status == "Aborted" and not self.status.abort:
+            duration.completion_status = None
+            duration.finished_at = None
 
     def abort(self, message: str) -> None:
         """Abort the update: the strategies route traffic back to stable on this same reconcile."""

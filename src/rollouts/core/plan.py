@@ -22,6 +22,17 @@ RUN_POST = "PostPromotion"
 
 
 @dataclass(frozen=True)
+class PodView:
+    """One pod of a ReplicaSet, as far as restarts need it."""
+
+    name: str
+    created: datetime
+    ready: bool
+    # Being deleted or replaced (deletionTimestamp, or a restart requested on the embedded platform).
+    terminating: bool = False
+
+
+@dataclass(frozen=True)
 class ReplicaSetView:
     name: str
     pod_hash: str
@@ -31,6 +42,9 @@ class ReplicaSetView:
     available: int
     template: dict[str, Any]
     scale_down_at: datetime | None = None
+    # The ReplicaSet's pods, listed by the platforms while a restart is pending
+    # (`restart.restart_pending`): restartAt compares their creation times.
+    pods: tuple[PodView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,8 @@ class RunView:
     phase: str
     message: str = ""
     terminating: bool = False
+    # metadata.creationTimestamp: the run history limits delete the oldest completed runs first.
+    created: datetime | None = None
 
     @property
     def completed(self) -> bool:
@@ -143,6 +159,20 @@ class TerminateAnalysisRun:
 
 
 @dataclass(frozen=True)
+class DeleteAnalysisRun:
+    """A completed run beyond spec.analysis.(un)successfulRunHistoryLimit."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class RestartPod:
+    """Delete (evict) a pod created before spec.restartAt; its ReplicaSet replaces it."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class RecordEvent:
     type: str
     reason: str
@@ -159,6 +189,8 @@ Action = (
     | SetCanaryWeight
     | CreateAnalysisRun
     | TerminateAnalysisRun
+    | DeleteAnalysisRun
+    | RestartPod
     | RecordEvent
 )
 

@@ -7,11 +7,11 @@ time only from `snapshot.now`, so every behaviour is testable with tables and a 
 
 from __future__ import annotations
 
-from rollouts.core import progress
+from rollouts.core import history, progress, restart
 from rollouts.core.bluegreen import plan_blue_green
 from rollouts.core.canary import plan_canary
 from rollouts.core.context import Reconcile
-from rollouts.core.phase import HEALTHY, rollout_phase
+from rollouts.core.phase import HEALTHY, PROGRESSING, PhaseResult, rollout_phase
 from rollouts.core.plan import Plan, Snapshot
 from rollouts.core.timeutil import to_rfc3339
 from rollouts.model.rollout import Condition, RolloutStatus
@@ -28,11 +28,15 @@ def plan(snap: Snapshot) -> Plan:
             plan_blue_green(ctx)
         elif ctx.rollout.spec.strategy.canary is not None:
             plan_canary(ctx)
+        restart.plan_restart(ctx)
+    history.trim_analysis_runs(ctx)
     _replica_counts(ctx)
     generation = ctx.rollout.metadata.generation
     status.observed_generation = str(generation) if generation is not None else None
     _conditions(ctx)
     result = rollout_phase(ctx.planning_rollout(), status)
+    if result.phase == HEALTHY and restart.pending(ctx):
+        result = PhaseResult(PROGRESSING, "pods are restarting")
     if status.phase != result.phase and result.phase == HEALTHY:
         ctx.plan.event("RolloutHealthy", "Rollout is healthy")
     status.phase = result.phase

@@ -1,7 +1,7 @@
 """The narrow interfaces that planned actions run against (DESIGN: Platforms).
 
 The controller never knows whether pods are local processes or Kubernetes pods: it lists a
-rollout's ReplicaSets as `ReplicaSetView`s, creates and scales them, points Services at a
+rollout's ReplicaSets as `ReplicaSetView`s (with their pods), creates and scales them, deletes pods for a restart, points Services at a
 revision, and sets the canary weight. The embedded platform and the Kubernetes platform
 implement these; tests may use either.
 """
@@ -29,6 +29,10 @@ class Workloads(Protocol):
     async def set_revision(self, namespace: str, name: str, revision: int) -> None: ...
 
     async def delete_replica_set(self, namespace: str, name: str) -> None: ...
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete one pod so that its ReplicaSet replaces it (spec.restartAt); a missing pod is no error."""
+        ...
 
 
 class Services(Protocol):

@@ -8,16 +8,41 @@ when it would not change anything, so a steady rollout costs no writes.
 
 from __future__ import annotations
 
-from datetime import datetime
+import contextlib
+from datetime import UTC, datetime
 from typing import Any
 
 from rollouts.core.hashing import HASH_LABEL
-from rollouts.core.plan import ReplicaSetView
-from rollouts.core.timeutil import to_rfc3339
+from rollouts.core.plan import PodView, ReplicaSetView
+from rollouts.core.restart import restart_pending
+from rollouts.core.timeutil import parse_rfc3339, to_rfc3339
 from rollouts.model import validation
 from rollouts.model.rollout import Rollout
 from rollouts.platform.embedded import objects
+from rollouts.store.errors import NotFoundError
 from rollouts.store.sqlite import SqliteStore
+
+# Set on a Pod object to have the embedded runtime replace that pod (spec.restartAt): the
+# runtime owns the processes, so deleting the Pod object alone would not stop it.
+RESTART_REQUESTED_ANNOTATION = "rollouts.io/restart-requested"
+
+
+def _pods_by_replica_set(store: SqliteStore, namespace: str) -> dict[str, list[PodView]]:
+    pods: dict[str, list[PodView]] = {}
+    for pod in store.list("Pod", namespace):
+        owner = objects.owner_name(pod, "ReplicaSet")
+        created = parse_rfc3339(pod["metadata"].get("creationTimestamp"))
+        if owner is None or created is None:
+            continue
+        pods.setdefault(owner, []).append(
+            PodView(
+                name=str(pod["metadata"]["name"]),
+                created=created,
+                ready=bool((pod.get("status") or {}).get("ready")),
+                terminating=RESTART_REQUESTED_ANNOTATION in objects.annotations_of(pod),
+            )
+        )
+    return pods
 
 
 class EmbeddedWorkloads:
@@ -26,6 +51,7 @@ class EmbeddedWorkloads:
 
     def replica_sets(self, rollout: Rollout) -> list[ReplicaSetView]:
         namespace = rollout.metadata.namespace or "default"
+        pods = _pods_by_replica_set(self.store, namespace) if restart_pending(rollout) else {}
         views = []
         for rs in self.store.list("ReplicaSet", namespace):
             if objects.owner_name(rs, "Rollout") != rollout.metadata.name:
@@ -42,6 +68,7 @@ class EmbeddedWorkloads:
                     available=int(status.get("availableReplicas", 0)),
                     template=rs["spec"].get("template") or {},
                     scale_down_at=objects.scale_down_deadline(rs),
+                    pods=tuple(sorted(pods.get(rs["metadata"]["name"], []), key=lambda pod: (pod.created, pod.name))),
                 )
             )
         return views
@@ -104,6 +131,16 @@ class EmbeddedWorkloads:
 
     async def delete_replica_set(self, namespace: str, name: str) -> None:
         self.store.delete("ReplicaSet", name, namespace)
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """Ask the runtime to replace the pod: it drains and stops it, then deletes the Pod object."""
+        stamp = to_rfc3339(datetime.now(UTC))
+
+        def change(pod: dict[str, Any]) -> None:
+            pod["metadata"].setdefault("annotations", {}).setdefault(RESTART_REQUESTED_ANNOTATION, stamp)
+
+        with contextlib.suppress(NotFoundError):
+            self.store.mutate("Pod", name, namespace, change)
 
 
 class EmbeddedServices:

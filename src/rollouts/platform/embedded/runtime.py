@@ -39,6 +39,7 @@ from rollouts.core.hashing import HASH_LABEL
 from rollouts.core.timeutil import parse_rfc3339, to_rfc3339
 from rollouts.model.pod import PodTemplateSpec
 from rollouts.platform.embedded import objects
+from rollouts.platform.embedded.platform import RESTART_REQUESTED_ANNOTATION
 from rollouts.platform.embedded.pods import (
     ContainerProcess,
     PodStatus,
@@ -77,6 +78,7 @@ class EmbeddedRuntime:
         self._pod_meta: dict[str, tuple[str, str, dict[str, str]]] = {}  # pod -> (namespace, rs, labels)
         self._draining: set[str] = set()
         self._dirty_rs: set[tuple[str, str]] = set()
+        self._restart_checks: set[str] = set()  # pods whose object changed: restart requested?
         self._routes_dirty = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -131,6 +133,8 @@ class EmbeddedRuntime:
             self._routes_dirty = True
         elif change.kind == "Service":
             self._routes_dirty = True
+        elif change.kind == "Pod" and not change.deleted and change.name in self._pod_meta:
+            self._restart_checks.add(change.name)
         else:
             return
         self._wake.set()
@@ -162,6 +166,8 @@ class EmbeddedRuntime:
                 self._wake.set()
                 continue
             try:
+                while self._restart_checks:
+                    self._replace_if_requested(self._restart_checks.pop())
                 while self._dirty_rs:
                     namespace, name = self._dirty_rs.pop()
                     await self._sync_replica_set(namespace, name)
@@ -343,6 +349,17 @@ class EmbeddedRuntime:
             log_dir=self.state_dir / "logs",
             termination_grace_seconds=float(template.spec.termination_grace_period_seconds or 5),
         )
+
+    def _replace_if_requested(self, pod: str) -> None:
+        """A pod whose object carries the restart annotation (spec.restartAt) is stopped; its
+        ReplicaSet's sync starts the replacement at once."""
+        meta = self._pod_meta.get(pod)
+        if meta is None or pod in self._draining:
+            return
+        obj = self.store.get("Pod", pod, meta[0])
+        if obj is not None and RESTART_REQUESTED_ANNOTATION in objects.annotations_of(obj):
+            log.info("pod %s: restart requested, replacing it", pod)
+            self._remove_pod(pod)
 
     def _remove_pod(self, pod: str) -> None:
         """Take the pod out of routing now; stop it after in-flight requests have drained."""

@@ -15,7 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from rollouts.core.hashing import HASH_LABEL
-from rollouts.core.plan import ReplicaSetView
+from rollouts.core.plan import PodView, ReplicaSetView
+from rollouts.core.restart import restart_pending
 from rollouts.core.timeutil import parse_rfc3339, to_rfc3339
 from rollouts.model import validation
 from rollouts.model.rollout import Rollout
@@ -39,8 +40,32 @@ class KubernetesWorkloads:
     def __init__(self, store: KubeStore) -> None:
         self.store = store
 
+    def _pods(self, namespace: str) -> dict[str, list[PodView]]:
+        """The namespace's pods (informer cache) by owning ReplicaSet."""
+        pods: dict[str, list[PodView]] = {}
+        for pod in self.store.list("Pod", namespace):
+            meta = pod.get("metadata") or {}
+            owner = next(
+                (r.get("name") for r in meta.get("ownerReferences") or [] if r.get("kind") == "ReplicaSet"), None
+            )
+            created = parse_rfc3339(meta.get("creationTimestamp"))
+            if owner is None or created is None:
+                continue
+            conditions = (pod.get("status") or {}).get("conditions") or []
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+            pods.setdefault(str(owner), []).append(
+                PodView(
+                    name=str(meta["name"]),
+                    created=created,
+                    ready=ready,
+                    terminating=meta.get("deletionTimestamp") is not None,
+                )
+            )
+        return pods
+
     def replica_sets(self, rollout: Rollout) -> list[ReplicaSetView]:
         namespace = rollout.metadata.namespace or "default"
+        pods = self._pods(namespace) if restart_pending(rollout) else {}
         views = []
         for rs in self.store.list("ReplicaSet", namespace):
             if not _owned_by(rs, "Rollout", rollout.metadata.name):
@@ -58,6 +83,7 @@ class KubernetesWorkloads:
                     available=int(status.get("availableReplicas", 0)),
                     template=(rs.get("spec") or {}).get("template") or {},
                     scale_down_at=parse_rfc3339(notes.get(SCALE_DOWN_DEADLINE_ANNOTATION)),
+                    pods=tuple(sorted(pods.get(meta["name"], []), key=lambda pod: (pod.created, pod.name))),
                 )
             )
         return views
@@ -120,6 +146,10 @@ class KubernetesWorkloads:
 
     async def delete_replica_set(self, namespace: str, name: str) -> None:
         await self.store.delete("ReplicaSet", name, namespace)
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete the pod; the ReplicaSet controller starts its replacement (PDBs are not consulted)."""
+        await self.store.delete("Pod", name, namespace)
 
 
 class KubernetesServices:
