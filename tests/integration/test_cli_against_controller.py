@@ -113,3 +113,19 @@ def test_blue_green_waits_for_promote(controller: ControllerProcess, tmp_path: P
     controller.cli("promote", "web")
     controller.wait_for("web", healthy_on("v2"))
     assert answers(f"http://127.0.0.1:{active}/", 10) == {"v2": 10}
+
+
+def test_a_missing_service_applied_later_unblocks_the_rollout(controller: ControllerProcess, tmp_path: Path) -> None:
+    port = free_port()
+    strategy = {"canary": {"stableService": "web", "steps": [{"setWeight": 50}]}}
+    path = manifests(tmp_path, strategy, {"web": port})
+    docs = list(yaml.safe_load_all(path.read_text()))
+    service, ro = docs[0], docs[1]
+    (tmp_path / "ro.yaml").write_text(yaml.safe_dump(ro))
+    (tmp_path / "svc.yaml").write_text(yaml.safe_dump(service))
+    controller.cli("apply", "-f", str(tmp_path / "ro.yaml"))
+    stuck = controller.wait_for("web", lambda s: s.get("phase") == "Degraded")
+    assert stuck["status"]["message"] == 'InvalidSpec: service "web" not found: apply it before the rollout runs'
+    controller.cli("apply", "-f", str(tmp_path / "svc.yaml"))
+    controller.wait_for("web", lambda s: s.get("phase") == "Healthy")
+    assert answers(f"http://127.0.0.1:{port}/", 5) == {"v1": 5}

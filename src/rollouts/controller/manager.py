@@ -60,6 +60,7 @@ class Controller:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.reconcile_count = 0
         self.reconcile_seconds = 0.0
+        self._known_refs: set[tuple[str, str, str]] = set()
 
     # --- change routing --------------------------------------------------------------------
 
@@ -89,7 +90,17 @@ class Controller:
             if owner:
                 self.queue.add(("Rollout", namespace, owner))
         elif kind in ("Service", "AnalysisTemplate", "ClusterAnalysisTemplate", "Secret"):
-            # A rollout waiting for a reference it lacked (InvalidSpec) can run now.
+            # A rollout waiting for a reference it lacked (InvalidSpec) can run now; or one
+            # that relied on it must notice it is gone. Only appearance and deletion matter:
+            # the controller's own selector and weight writes on Services must not requeue
+            # every rollout in the namespace (that fan-out dominated reconcile time at scale).
+            key = (kind, namespace, name)
+            if change.deleted:
+                self._known_refs.discard(key)
+            elif key in self._known_refs:
+                return
+            else:
+                self._known_refs.add(key)
             for ro in self.store.list("Rollout", namespace if kind != "ClusterAnalysisTemplate" else None):
                 self.queue.add(("Rollout", ro["metadata"].get("namespace", "default"), ro["metadata"]["name"]))
 

@@ -151,6 +151,9 @@ class DemoServer(ThreadingHTTPServer):
 
 
 class DemoHandler(BaseHTTPRequestHandler):
+    # Headers and body go out in two writes: without TCP_NODELAY the client's delayed ACK
+    # holds the body for ~40 ms on every request.
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
     server_version = "rollouts-demo"
     sys_version = ""
