@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +108,44 @@ def demo_container(image: str) -> dict[str, Any]:
         "command": [sys.executable, "-m", "rollouts.demo.app"],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1},
     }
+
+
+class MetricServer:
+    """A `web` metric's endpoint: answers `{"ok": <ok>}` after `delay` seconds."""
+
+    def __init__(self, ok: bool = True, delay: float = 0.2) -> None:
+        self.ok = ok
+        self.calls = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.calls += 1
+                time.sleep(delay)
+                body = json.dumps({"ok": server.ok}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/ok"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def metric_server() -> Iterator[MetricServer]:
+    server = MetricServer()
+    try:
+        yield server
+    finally:
+        server.close()

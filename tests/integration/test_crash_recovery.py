@@ -19,13 +19,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,7 @@ from rollouts.platform.embedded.pods import find_session_leaders
 from rollouts.store.errors import AlreadyExistsError
 from rollouts.store.protocol import AsyncSqliteStore
 from rollouts.store.sqlite import SqliteStore
-from tests.integration.conftest import ControllerProcess, answers, demo_container, free_port
+from tests.integration.conftest import ControllerProcess, MetricServer, answers, demo_container, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -283,46 +281,6 @@ def test_kill_during_a_pause_step(controllers: Controllers) -> None:
         "Rollout step 2/3",
         "Rollout step 3/3",
     ], "no step skipped or repeated"
-
-
-class MetricServer:
-    """The `web` metric's endpoint: answers `{"ok": true}` after a short delay, counting calls."""
-
-    def __init__(self, delay: float = 0.3) -> None:
-        self.calls = 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.calls += 1
-                time.sleep(delay)
-                body = json.dumps({"ok": True}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/ok"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def metric_server() -> Iterator[MetricServer]:
-    server = MetricServer()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def web_template(url: str) -> dict[str, Any]:

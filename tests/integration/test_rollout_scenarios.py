@@ -12,11 +12,8 @@ restart (TestRolloutRestart). Every wait is bounded.
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,7 @@ import yaml
 
 from rollouts.core.timeutil import parse_rfc3339
 from rollouts.store.sqlite import SqliteStore
-from tests.integration.conftest import ControllerProcess, answers, demo_container, free_port
+from tests.integration.conftest import ControllerProcess, MetricServer, answers, demo_container, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -33,47 +30,6 @@ Status = dict[str, Any]
 
 
 # --- fixtures and helpers --------------------------------------------------------------------
-
-
-class MetricServer:
-    """A `web` metric's endpoint: answers `{"ok": <ok>}` after `delay` seconds."""
-
-    def __init__(self, ok: bool = True, delay: float = 0.2) -> None:
-        self.ok = ok
-        self.calls = 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.calls += 1
-                time.sleep(delay)
-                body = json.dumps({"ok": server.ok}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/ok"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def metric() -> Iterator[MetricServer]:
-    server = MetricServer()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def web_template(url: str, *, count: int = 5) -> dict[str, Any]:
@@ -191,7 +147,9 @@ def test_promote_full_while_paused(controller: ControllerProcess, tmp_path: Path
     assert answers(url, 10) == {"v2": 10}
 
 
-def test_promote_full_during_step_analysis(controller: ControllerProcess, tmp_path: Path, metric: MetricServer) -> None:
+def test_promote_full_during_step_analysis(
+    controller: ControllerProcess, tmp_path: Path, metric_server: MetricServer
+) -> None:
     stable = free_port()
     steps = [{"setWeight": 50}, {"analysis": {"templates": [{"templateName": "ok"}]}}, {"pause": {}}]
     apply(
@@ -199,12 +157,12 @@ def test_promote_full_during_step_analysis(controller: ControllerProcess, tmp_pa
         tmp_path,
         {"canary": {"stableService": "web", "steps": steps}},
         {"web": stable},
-        extra=(web_template(metric.url, count=30),),
+        extra=(web_template(metric_server.url, count=30),),
     )
     controller.wait_for("web", healthy)
     controller.cli("set", "image", "web", "app=demo:v2")
     controller.wait_for("web", lambda s: s.get("currentStepIndex") == 1 and bool(listed(controller, "AnalysisRun")))
-    wait_until("a first measurement", lambda: metric.calls >= 1)
+    wait_until("a first measurement", lambda: metric_server.calls >= 1)
     (run,) = listed(controller, "AnalysisRun")
     assert (run.get("status") or {}).get("phase", "Running") in ("Pending", "Running")
 
@@ -330,9 +288,9 @@ def test_blue_green_preview_replica_count(controller: ControllerProcess, tmp_pat
 
 
 def test_blue_green_pre_promotion_failure_aborts(
-    controller: ControllerProcess, tmp_path: Path, metric: MetricServer
+    controller: ControllerProcess, tmp_path: Path, metric_server: MetricServer
 ) -> None:
-    metric.ok = False
+    metric_server.ok = False
     active, preview = free_port(), free_port()
     strategy = {
         "blueGreen": {
@@ -346,7 +304,7 @@ def test_blue_green_pre_promotion_failure_aborts(
         tmp_path,
         strategy,
         {"web": active, "web-preview": preview},
-        extra=(web_template(metric.url, count=2),),
+        extra=(web_template(metric_server.url, count=2),),
     )
     v1 = controller.wait_for("web", healthy)["status"]["stableRS"]
     controller.cli("set", "image", "web", "app=demo:v2")
