@@ -1,6 +1,12 @@
 """Throughput of the embedded proxy next to nginx, as reverse proxies in front of the same backend.
 
-    .venv/bin/python bench/proxy_bench.py [--seconds 3] [--rounds 3] [--connections 32] [--no-uvloop]
+    .venv/bin/python bench/proxy_bench.py [--seconds 3] [--rounds 3] [--connections 8,32,128] [--no-uvloop]
+    .venv/bin/python bench/proxy_bench.py --callgrind 20000 [--connections 8]
+    .venv/bin/python bench/proxy_bench.py --baseline /tmp/old   # also an older version's proxy
+
+With `--baseline DIR` (a directory holding an older `src/`, e.g. from `git archive HEAD~1 src |
+tar -x -C DIR`), that version's embedded proxy runs too, in the same rounds, for a before/after
+on the same machine at the same time.
 
 Needs `nginx` and `wrk` on PATH (Debian packages `nginx` and `wrk`). It starts, on loopback:
 
@@ -8,10 +14,17 @@ Needs `nginx` and `wrk` on PATH (Debian packages `nginx` and `wrk`). It starts, 
 * nginx as a reverse proxy to it (1 worker, upstream keep-alive),
 * the embedded proxy to it (1 process, uvloop if importable unless --no-uvloop),
 
-then runs `wrk` against each proxy, alternating for `--rounds` rounds (so that a machine busy
-with something else hurts both alike), and prints the median requests/s and their ratio.
-Everything it starts is stopped at the end; the nginx configuration lives in a temporary
-directory.
+then, for each connection count, runs `wrk` against each proxy, alternating for `--rounds`
+rounds (so that a machine busy with something else hurts both alike), and prints the median
+requests/s, their ratio (median and spread of the per-round ratios), and the median p50/p99
+latencies wrk saw (the backend's own, measured directly, for reference). Everything it starts
+is stopped at the end; the nginx configuration lives in a temporary directory.
+
+`--callgrind N` (needs `valgrind`) instead runs the embedded proxy under callgrind, sends it
+N keep-alive GET requests over `--connections` connections (the first count given) from a
+small client in this process, and prints the proxy's instructions per request: the counters
+are zeroed after a warm-up and dumped after the N requests, so start-up is not counted. The
+count is deterministic to within ~1 %, unlike requests/s on a shared machine.
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 NGINX_CONF = """
@@ -65,6 +79,13 @@ http {{
 """
 
 
+@dataclass
+class WrkResult:
+    rps: float
+    p50: float  # seconds
+    p99: float  # seconds
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,9 +101,17 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-def run_wrk(port: int, seconds: int, connections: int) -> float:
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def _latency(out: str, pct: str) -> float:
+    match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+    return float(match.group(1)) * _UNITS[match.group(2)] if match else float("nan")
+
+
+def run_wrk(port: int, seconds: int, connections: int) -> WrkResult:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/"],
         check=True,
         capture_output=True,
         text=True,
@@ -92,12 +121,12 @@ def run_wrk(port: int, seconds: int, connections: int) -> float:
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     if "Non-2xx" in out or "Socket errors" in out:
         print(out, file=sys.stderr)
-    return float(match.group(1))
+    return WrkResult(float(match.group(1)), _latency(out, "50"), _latency(out, "99"))
 
 
-def serve_embedded(port: int, backend_port: int, use_uvloop: bool) -> None:
+def serve_embedded(port: int, backend_port: int, use_uvloop: bool, src: str | None = None) -> None:
     """Child process: the embedded proxy with one service routed to the backend."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    sys.path.insert(0, src or str(Path(__file__).resolve().parents[1] / "src"))
     from rollouts.platform.embedded.proxy import ProxyServer
     from rollouts.platform.embedded.routing import Backend, RevisionBackends, RoutingTable
 
@@ -124,16 +153,149 @@ def serve_embedded(port: int, backend_port: int, use_uvloop: bool) -> None:
     asyncio.run(main())
 
 
+async def fixed_requests(port: int, total: int, connections: int) -> None:
+    """Send `total` keep-alive GETs over `connections` connections, one at a time on each.
+
+    The responses are those of the bench backend: a head with Content-Length, 13 bytes of body.
+    """
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: proxy-bench\r\n\r\n"
+
+    async def one(n: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(n):
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+                if length is None or not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"unexpected response head: {head!r}")
+                await reader.readexactly(int(length.group(1)))
+        finally:
+            writer.close()
+
+    per, extra = divmod(total, connections)
+    await asyncio.gather(*(one(per + (1 if i < extra else 0)) for i in range(connections)))
+
+
+def measure_instructions(args: argparse.Namespace, backend: int, tmp: str) -> int:
+    """`--callgrind N`: the embedded proxy's instructions per request."""
+    if shutil.which("valgrind") is None:
+        print("valgrind is not on PATH (Debian package 'valgrind')", file=sys.stderr)
+        return 2
+    connections = args.connections[0]
+    port = free_port()
+    out = Path(tmp) / "callgrind.out"
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}.%p",
+        sys.executable,
+        __file__,
+        "--serve",
+        str(port),
+        str(backend),
+    ]
+    if args.no_uvloop:
+        cmd.append("--no-uvloop")
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, timeout=120.0)
+        asyncio.run(fixed_requests(port, min(args.callgrind, 2000), connections))  # warm up
+        subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True)
+        asyncio.run(fixed_requests(port, args.callgrind, connections))
+        subprocess.run(["callgrind_control", "--dump=bench", str(proc.pid)], check=True, capture_output=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    dumps = sorted(Path(tmp).glob(f"callgrind.out.{proc.pid}.*"))
+    if not dumps:
+        raise RuntimeError("callgrind wrote no dump")
+    totals = re.search(r"^(?:summary|totals):\s+(\d+)", dumps[0].read_text(errors="replace"), re.M)
+    if totals is None:
+        raise RuntimeError(f"no totals in {dumps[0]}")
+    instructions = int(totals.group(1))
+    if args.keep_dump:
+        shutil.copy(dumps[0], args.keep_dump)
+    print(f"embedded proxy: {instructions / args.callgrind:,.0f} instructions/request")
+    print(f"({instructions:,} for {args.callgrind} requests over {connections} connections)")
+    return 0
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def benchmark(args: argparse.Namespace, backend: int, targets: dict[str, int]) -> None:
+    """wrk against each of `targets` (name -> port; "nginx" first), alternating, per connection count."""
+    names = list(targets)
+    lines: list[str] = []
+    details: list[str] = []
+    for connections in args.connections:
+        for port in targets.values():
+            run_wrk(port, 1, connections)  # warm up
+        direct = run_wrk(backend, args.seconds, connections)
+        runs: dict[str, list[WrkResult]] = {name: [] for name in names}
+        for _ in range(args.rounds):
+            for name, port in targets.items():
+                runs[name].append(run_wrk(port, args.seconds, connections))
+
+        def med(name: str, attr: str, runs: dict[str, list[WrkResult]] = runs) -> float:
+            return float(statistics.median(getattr(r, attr) for r in runs[name]))
+
+        lines.append(
+            f"{connections} connections: backend direct {direct.rps:.0f} req/s,"
+            f" p50 {_ms(direct.p50)} ms, p99 {_ms(direct.p99)} ms"
+        )
+        for name in names:
+            rps = med(name, "rps")
+            line = f"  {name:<9} {rps:>8.0f} req/s"
+            if name != "nginx":
+                # ratio of each round against the nginx run of the same round: both saw about
+                # the same machine
+                ratios = sorted(e.rps / n.rps for n, e in zip(runs["nginx"], runs[name], strict=True))
+                line += f"  {rps / med('nginx', 'rps'):.2f}x nginx (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})"
+            else:
+                line += " " * 33
+            p50, p99 = med(name, "p50"), med(name, "p99")
+            line += (
+                f"  p50 {_ms(p50)} ms, p99 {_ms(p99)} ms"
+                f" (added to the backend's: {_ms(p50 - direct.p50)} / {_ms(p99 - direct.p99)})"
+            )
+            lines.append(line)
+        details.append(
+            f"{connections:>5}: " + " | ".join(f"{n} {', '.join(f'{r.rps:.0f}' for r in runs[n])}" for n in names)
+        )
+        print("\n".join(lines[-1 - len(names) :]), flush=True)
+    print()
+    print("\n".join(lines))
+    print("req/s of each round:")
+    print("\n".join(details))
+    print(f"cpus: {os.cpu_count()}, seconds: {args.seconds} x {args.rounds} rounds, uvloop: {not args.no_uvloop}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--connections",
+        type=lambda s: [int(c) for c in s.split(",")],
+        default=[8, 32, 128],
+        help="comma-separated connection counts (default 8,32,128)",
+    )
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument("--callgrind", type=int, metavar="N", help="count instructions over N requests instead")
+    parser.add_argument("--keep-dump", metavar="FILE", help="with --callgrind: copy the callgrind dump here")
+    parser.add_argument("--baseline", metavar="DIR", help="also run the proxy of DIR/src (an older version)")
     parser.add_argument("--serve", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-src", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve_embedded(args.serve[0], args.serve[1], not args.no_uvloop)
+        serve_embedded(args.serve[0], args.serve[1], not args.no_uvloop, args.serve_src)
         return 0
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -146,21 +308,24 @@ def main() -> int:
         procs: list[subprocess.Popen[bytes]] = []
         try:
             procs.append(subprocess.Popen(["nginx", "-c", str(conf), "-p", tmp]))
-            cmd = [sys.executable, __file__, "--serve", str(embedded), str(backend)]
-            if args.no_uvloop:
-                cmd.append("--no-uvloop")
-            procs.append(subprocess.Popen(cmd))
-            for port in (backend, nginx_proxy, embedded):
+            if args.callgrind:
+                wait_port(backend)
+                return measure_instructions(args, backend, tmp)
+            targets = {"nginx": nginx_proxy, "embedded": embedded}
+            sources: dict[str, str | None] = {"embedded": None}
+            if args.baseline:
+                targets["baseline"] = free_port()
+                sources["baseline"] = str(Path(args.baseline).resolve() / "src")
+            for name, src in sources.items():
+                cmd = [sys.executable, __file__, "--serve", str(targets[name]), str(backend)]
+                if src is not None:
+                    cmd += ["--serve-src", src]
+                if args.no_uvloop:
+                    cmd.append("--no-uvloop")
+                procs.append(subprocess.Popen(cmd))
+            for port in (backend, *targets.values()):
                 wait_port(port)
-            run_wrk(nginx_proxy, 1, args.connections)  # warm up
-            run_wrk(embedded, 1, args.connections)
-            direct = run_wrk(backend, args.seconds, args.connections)
-            nginx_runs, embedded_runs = [], []
-            for _ in range(args.rounds):
-                nginx_runs.append(run_wrk(nginx_proxy, args.seconds, args.connections))
-                embedded_runs.append(run_wrk(embedded, args.seconds, args.connections))
-            via_nginx = statistics.median(nginx_runs)
-            via_embedded = statistics.median(embedded_runs)
+            benchmark(args, backend, targets)
         finally:
             for p in procs:
                 with contextlib.suppress(ProcessLookupError):
@@ -171,12 +336,6 @@ def main() -> int:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-    print(f"backend direct : {direct:10.0f} req/s")
-    print(f"nginx proxy    : {via_nginx:10.0f} req/s")
-    print(f"embedded proxy : {via_embedded:10.0f} req/s  ({via_embedded / via_nginx:.2f}x nginx)")
-    print(f"rounds nginx   : {', '.join(f'{r:.0f}' for r in nginx_runs)}")
-    print(f"rounds embedded: {', '.join(f'{r:.0f}' for r in embedded_runs)}")
-    print(f"cpus: {os.cpu_count()}, connections: {args.connections}, seconds: {args.seconds} x {args.rounds}")
     return 0
 
 

@@ -18,8 +18,12 @@ every few seconds does not reset the sequence (which could starve a 5 % canary).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from rollouts.platform.embedded.routing import Backend, RevisionBackends, RoutingTable
+
+if TYPE_CHECKING:
+    from rollouts.platform.embedded.proxy_metrics import RevisionStats
 
 NO_REVISION = "none"
 """Revision label of a request that fell to a side of the table with no `RevisionBackends`."""
@@ -36,48 +40,53 @@ def backend_key(backend: Backend) -> BackendKey:
 class BackendHealth:
     """Recent connection failures per backend address; shared by every service of a proxy."""
 
-    __slots__ = ("_failed_until", "cooldown")
+    __slots__ = ("cooldown", "failed_until")
 
     def __init__(self, cooldown: float = 2.0) -> None:
         self.cooldown = cooldown
-        self._failed_until: dict[BackendKey, float] = {}
+        # Read directly on the proxy's hot path (empty = nothing to check): cheaper than a
+        # `__bool__` call per request.
+        self.failed_until: dict[BackendKey, float] = {}
 
     def __bool__(self) -> bool:
-        return bool(self._failed_until)
+        return bool(self.failed_until)
 
     def mark_failed(self, backend: Backend, now: float) -> None:
-        self._failed_until[backend_key(backend)] = now + self.cooldown
+        self.failed_until[backend_key(backend)] = now + self.cooldown
 
     def mark_ok(self, backend: Backend) -> None:
-        if self._failed_until:
-            self._failed_until.pop(backend_key(backend), None)
+        if self.failed_until:
+            self.failed_until.pop(backend_key(backend), None)
 
     def is_failed(self, backend: Backend, now: float) -> bool:
-        until = self._failed_until.get(backend_key(backend))
+        until = self.failed_until.get(backend_key(backend))
         if until is None:
             return False
         if until <= now:
-            del self._failed_until[backend_key(backend)]
+            del self.failed_until[backend_key(backend)]
             return False
         return True
 
     def retain(self, keys: Iterable[BackendKey]) -> None:
         """Forget backends that are in no routing table any more."""
         keep = set(keys)
-        for key in [k for k in self._failed_until if k not in keep]:
-            del self._failed_until[key]
+        for key in [k for k in self.failed_until if k not in keep]:
+            del self.failed_until[key]
 
 
 class RevisionPool:
     """The pods of one revision, picked in round robin."""
 
-    __slots__ = ("_next", "backends", "label", "revision")
+    __slots__ = ("backends", "label", "revision", "stats", "turn")
 
     def __init__(self, revision: RevisionBackends | None) -> None:
         self.revision = revision
         self.label = revision.revision if revision is not None else NO_REVISION
         self.backends: tuple[Backend, ...] = revision.backends if revision is not None else ()
-        self._next = 0
+        self.turn = 0  # counts picks: the next pod is `backends[turn % len(backends)]`
+        # The proxy's counters of this revision, cached here by the proxy. `turn` and `stats` are
+        # public because the proxy's hot path reads them directly instead of calling `pick`.
+        self.stats: RevisionStats | None = None
 
     def pick(
         self,
@@ -94,14 +103,14 @@ class RevisionPool:
         n = len(backends)
         if n == 0:
             return None
-        if not health and not exclude:
-            b = backends[self._next % n]
-            self._next += 1
-            return b
+        if not exclude and (health is None or not health.failed_until):
+            i = self.turn
+            self.turn = i + 1
+            return backends[i % n]
         fallback: Backend | None = None
         for _ in range(n):
-            b = backends[self._next % n]
-            self._next += 1
+            b = backends[self.turn % n]
+            self.turn += 1
             if b in exclude:
                 continue
             if health is not None and health.is_failed(b, now):
@@ -115,7 +124,7 @@ class RevisionPool:
 class WeightedBalancer:
     """Picks the revision of each request by smooth weighted round robin (see module doc)."""
 
-    __slots__ = ("_canary_score", "_canary_weight", "_fixed", "_primary_score", "canary", "primary", "table")
+    __slots__ = ("_canary_score", "_canary_weight", "_primary_score", "canary", "fixed", "primary", "table")
 
     def __init__(self, table: RoutingTable, previous: WeightedBalancer | None = None) -> None:
         self.table = table
@@ -131,17 +140,19 @@ class WeightedBalancer:
             # Keep positions so that re-applied tables do not restart the sequences.
             for new, old in ((self.primary, previous.primary), (self.canary, previous.canary)):
                 if new.label == old.label:
-                    new._next = old._next
-            if previous._fixed is None and weight not in (0, TOTAL_WEIGHT):
+                    new.turn = old.turn
+            if previous.fixed is None and weight not in (0, TOTAL_WEIGHT):
                 self._primary_score = previous._primary_score
                 self._canary_score = previous._canary_score
-        self._fixed: RevisionPool | None
+        # The pool every request goes to when the weight is 0 or 100, else None: the proxy reads
+        # it before calling `pick`, which saves a call per request in the common case.
+        self.fixed: RevisionPool | None
         if weight == 0:
-            self._fixed = self.primary
+            self.fixed = self.primary
         elif weight == TOTAL_WEIGHT:
-            self._fixed = self.canary
+            self.fixed = self.canary
         else:
-            self._fixed = None
+            self.fixed = None
 
     @property
     def canary_weight(self) -> int:
@@ -150,7 +161,7 @@ class WeightedBalancer:
 
     def pick(self) -> RevisionPool:
         """The revision the next request goes to."""
-        fixed = self._fixed
+        fixed = self.fixed
         if fixed is not None:
             return fixed
         canary = self._canary_score + self._canary_weight

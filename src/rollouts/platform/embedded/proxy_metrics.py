@@ -1,8 +1,10 @@
 """Metrics of the embedded proxy: Prometheus series and a sliding-window summary for `/stats`.
 
-The hot path only bumps plain Python counters on a `RevisionStats` (one per service and
-revision); a custom collector turns them into Prometheus families when scraped, so a request
-costs a few integer additions rather than several locked metric updates. Each `ProxyMetrics`
+The hot path only appends `(code, duration, now)` to a `RevisionStats` (one per service and
+revision); the counters are brought up to date from that list in batches (`drain`: by the proxy's
+timer, and before anything reads them), and a custom collector turns them into Prometheus
+families when scraped. So a request costs a list append rather than a Python call with two
+bisections, or several locked metric updates. Each `ProxyMetrics`
 has its own `CollectorRegistry` (never the global one).
 
 Series:
@@ -12,16 +14,20 @@ Series:
 * `rollouts_proxy_requests_in_flight{service,revision}` gauge
 * `rollouts_proxy_upstream_errors_total{service,revision,reason}` counter
 
-`/stats` (see `RevisionStats.summary`) adds, per revision, the totals and the numbers of the last
+`AdminEndpoint` serves them (`/metrics`, `/stats`). `/stats` (see `RevisionStats.summary`) adds, per revision, the totals and the numbers of the last
 `window_seconds` (30 by default) kept in per-second buckets: requests, 5xx errors, error rate
 and the 95th-percentile latency, estimated from fine logarithmic latency buckets (±5 %).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterator
+from itertools import repeat
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -53,10 +59,16 @@ DURATION_BUCKETS: tuple[float, ...] = (
 
 _BUCKET_LABELS = tuple(repr(b) for b in DURATION_BUCKETS)
 
-# Fine buckets for the window's percentile: 100 µs … ~2 min, each 10 % wider than the last.
+# Fine buckets for the window's percentile: 100 µs … ~2 min, each 10 % wider than the last,
+# plus the Prometheus bounds. With those among them, the fine bucket of a duration tells its
+# Prometheus bucket exactly (`_FINE_TO_COARSE`): one bisection per request instead of two.
 _FINE_RATIO = 1.1
-_FINE_BOUNDS: tuple[float, ...] = tuple(0.0001 * _FINE_RATIO**i for i in range(148))
+_FINE_BOUNDS: tuple[float, ...] = tuple(sorted({0.0001 * _FINE_RATIO**i for i in range(148)} | set(DURATION_BUCKETS)))
 _FINE_N = len(_FINE_BOUNDS) + 1
+_FINE_TO_COARSE: tuple[int, ...] = (
+    *(bisect_left(DURATION_BUCKETS, bound) for bound in _FINE_BOUNDS),
+    len(DURATION_BUCKETS),
+)
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
@@ -66,12 +78,11 @@ DEFAULT_WINDOW_SECONDS = 30
 class _Window:
     """Per-second buckets of the last `seconds` seconds: requests, errors, latency counts."""
 
-    __slots__ = ("_errors", "_hists", "_requests", "_stamps", "seconds")
+    __slots__ = ("_errors", "_hists", "_stamps", "seconds")
 
     def __init__(self, seconds: int) -> None:
         self.seconds = seconds
         self._stamps = [-1] * seconds
-        self._requests = [0] * seconds
         self._errors = [0] * seconds
         self._hists: list[list[int] | None] = [None] * seconds
 
@@ -84,7 +95,7 @@ class _Window:
         for i, stamp in enumerate(self._stamps):
             hist = self._hists[i]
             if oldest <= stamp <= sec and hist is not None:
-                requests += self._requests[i]
+                requests += sum(hist)
                 errors += self._errors[i]
                 for j, c in enumerate(hist):
                     if c:
@@ -116,6 +127,7 @@ class RevisionStats:
         "duration_sum",
         "errors",
         "in_flight",
+        "pending",
         "requests",
         "revision",
         "service",
@@ -135,53 +147,102 @@ class RevisionStats:
         self.duration_sum = 0.0
         self.upstream_errors: dict[str, int] = {}
         self.window = _Window(window_seconds)
+        # Requests answered but not counted yet, (code, duration, time.monotonic()) each; see
+        # `drain`. None when the clock is not `time.monotonic` (then use `record`).
+        self.pending: list[tuple[int, float, float]] | None = [] if clock is time.monotonic else None
 
     def start(self) -> None:
         self.in_flight += 1
 
-    def finish(self, code: int, duration: float) -> None:
+    def finish(self, code: int, duration: float, now: float | None = None) -> None:
         """A request that `start`ed got its response (or was given up with `code`)."""
         self.in_flight -= 1
-        self.record(code, duration)
+        self.record(code, duration, now)
 
-    def record(self, code: int, duration: float) -> None:
+    def record(self, code: int, duration: float, now: float | None = None) -> None:
         """A request answered (`finish` without the in-flight count: e.g. rejected while parsing).
 
-        Hot path: everything inline, no calls but the clock and two bisections.
+        `now`: the current `time.monotonic()`, when the caller has read it anyway (used only if
+        it is this counter's clock). Hot path: everything inline, no calls but one bisection.
         """
         codes = self.codes
-        if code in codes:
-            codes[code] += 1
-        else:
-            codes[code] = 1
+        codes[code] = codes.get(code, 0) + 1
         self.requests += 1
-        error = code >= 500
-        if error:
-            self.errors += 1
         if duration < 0.0:
             duration = 0.0
-        self.duration_buckets[bisect_left(DURATION_BUCKETS, duration)] += 1
+        j = bisect_left(_FINE_BOUNDS, duration)
+        self.duration_buckets[_FINE_TO_COARSE[j]] += 1
         self.duration_sum += duration
         # the window's current one-second slot
+        if now is None or self._clock is not time.monotonic:
+            now = self._clock()
         w = self.window
-        sec = int(self._clock())
+        sec = int(now)
         i = sec % w.seconds
         hist = w._hists[i]
         if hist is None or w._stamps[i] != sec:
             w._stamps[i] = sec
-            w._requests[i] = 0
             w._errors[i] = 0
             hist = w._hists[i] = [0] * _FINE_N
-        w._requests[i] += 1
-        if error:
+        hist[j] += 1
+        if code >= 500:
+            self.errors += 1
             w._errors[i] += 1
-        hist[bisect_left(_FINE_BOUNDS, duration)] += 1
+
+    def drain(self) -> None:
+        """Count the `pending` requests, as `record` would one by one.
+
+        Batched so that the work per request happens in C (`map`, `Counter`) rather than in a
+        Python loop: the entries are in time order, so those of one second are a slice.
+        """
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = []
+        codes_seen, durations, times = zip(*pending, strict=True)
+        codes = self.codes
+        errors = 0
+        for code, count in Counter(codes_seen).items():
+            codes[code] = codes.get(code, 0) + count
+            if code >= 500:
+                errors += count
+        self.requests += len(pending)
+        self.errors += errors
+        if min(durations) >= 0.0:
+            self.duration_sum += sum(durations)
+        else:  # (like `record`, a negative duration counts as 0)
+            self.duration_sum += sum(d for d in durations if d > 0.0)
+        fine = list(map(bisect_left, repeat(_FINE_BOUNDS), durations))  # (a negative duration: bucket 0)
+        buckets = self.duration_buckets
+        # the latency buckets and the window, one second at a time
+        w = self.window
+        start, n = 0, len(times)
+        while start < n:
+            sec = int(times[start])
+            stop = bisect_left(times, sec + 1, start)
+            counts = Counter(fine[start:stop])
+            for j, count in counts.items():
+                buckets[_FINE_TO_COARSE[j]] += count
+            i = sec % w.seconds
+            hist = w._hists[i]
+            stamp = w._stamps[i]
+            if hist is None or stamp < sec:
+                w._stamps[i] = sec
+                w._errors[i] = 0
+                hist = w._hists[i] = [0] * _FINE_N
+            if stamp <= sec:  # (else the slot already holds a later second: too old to count)
+                for j, count in counts.items():
+                    hist[j] += count
+                if errors:
+                    w._errors[i] += sum(1 for code in codes_seen[start:stop] if code >= 500)
+            start = stop
 
     def upstream_error(self, reason: str) -> None:
         self.upstream_errors[reason] = self.upstream_errors.get(reason, 0) + 1
 
     def summary(self) -> dict[str, Any]:
         """This revision's part of `/stats`."""
+        self.drain()
         n, e, p95 = self.window.summary(self._clock())
         return {
             "requests": self.requests,
@@ -221,6 +282,7 @@ class _ProxyCollector(Collector):
             labels=[*labels2, "reason"],
         )
         for rs in list(self._metrics.all_revisions()):
+            rs.drain()
             key = [rs.service, rs.revision]
             for code, count in sorted(rs.codes.items()):
                 requests.add_metric([*key, str(code)], count)
@@ -275,6 +337,11 @@ class ProxyMetrics:
     def revisions_of(self, service: str) -> dict[str, RevisionStats]:
         return {rs.revision: rs for (svc, _), rs in list(self._revisions.items()) if svc == service}
 
+    def drain(self) -> None:
+        """Count every revision's pending requests (see `RevisionStats.drain`)."""
+        for rs in list(self._revisions.values()):
+            rs.drain()
+
     def forget_service(self, service: str) -> None:
         """Drop the counters of a service (e.g. once it is deleted for good)."""
         for key in [k for k in self._revisions if k[0] == service]:
@@ -285,3 +352,96 @@ class ProxyMetrics:
         return generate_latest(self.registry)
 
     content_type = METRICS_CONTENT_TYPE
+
+
+class AdminEndpoint:
+    """The proxy's admin listener: `GET /metrics` (Prometheus text format), `GET /stats` and
+    `GET /stats/<service>` (JSON, from `stats`), `GET /healthz`. A small HTTP/1.1 server on
+    asyncio streams: it is not on the data path."""
+
+    def __init__(self, metrics: ProxyMetrics, stats: Callable[[str | None], dict[str, Any]]) -> None:
+        self._metrics = metrics
+        self._stats = stats
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._closed = False
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._connection, host, port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    def close(self) -> None:
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while not self._closed:
+                try:
+                    async with asyncio.timeout(60.0):
+                        head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+                    return
+                lines = head.split(b"\r\n")
+                request_line = lines[0].split()
+                keep = len(request_line) == 3 and request_line[2] == b"HTTP/1.1"
+                for line in lines[1:]:
+                    lname, _, value = line.partition(b":")
+                    lname = lname.strip().lower()
+                    if lname == b"connection" and b"close" in value.lower():
+                        keep = False
+                    elif lname in (b"content-length", b"transfer-encoding"):
+                        keep = False  # bodies are not read: do not try to parse what follows
+                if len(request_line) != 3:
+                    code, ctype, body = 400, "text/plain; charset=utf-8", b"400 bad request\n"
+                    keep = False
+                    body_out = body
+                else:
+                    method = request_line[0]
+                    path = request_line[1].split(b"?", 1)[0].decode("latin-1")
+                    code, ctype, body = self._response(method, path)
+                    body_out = b"" if method == b"HEAD" else body
+                reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}[code]
+                head_out = (
+                    f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"
+                    f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+                    + ("" if keep else "Connection: close\r\n")
+                    + "\r\n"
+                ).encode("latin-1")
+                writer.write(head_out + body_out)
+                await writer.drain()
+                if not keep:
+                    return
+        except (ConnectionError, OSError):
+            return
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    def _response(self, method: bytes, path: str) -> tuple[int, str, bytes]:
+        text = "text/plain; charset=utf-8"
+        if method not in (b"GET", b"HEAD"):
+            return 405, text, b"405 method not allowed\n"
+        if path == "/metrics":
+            return 200, self._metrics.content_type, self._metrics.render()
+        if path == "/stats" or path == "/stats/":
+            return 200, "application/json", json.dumps(self._stats(None)).encode()
+        if path.startswith("/stats/"):
+            name = path[len("/stats/") :]
+            try:
+                data = self._stats(name)
+            except KeyError:
+                return 404, text, f'404 no service "{name}" in the proxy\n'.encode()
+            return 200, "application/json", json.dumps(data).encode()
+        if path in ("/healthz", "/"):
+            return 200, text, b"ok\n"
+        return 404, text, b"404 not found\n"
