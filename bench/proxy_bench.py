@@ -14,6 +14,11 @@ Needs `nginx` and `wrk` on PATH (Debian packages `nginx` and `wrk`). It starts, 
 * nginx as a reverse proxy to it (1 worker, upstream keep-alive),
 * the embedded proxy to it (1 process, uvloop if importable unless --no-uvloop),
 
+(with `--pin`: wrk and the backend on CPU 0, each proxy alone on CPU 1, nginx's proxy as its own
+instance: the proxies are then compared on one core each, which is steadier on a 2-core machine
+shared with other work, but harder on the embedded proxy than the default, where nginx's single
+worker serves both the backend and the proxy)
+
 then, for each connection count, runs `wrk` against each proxy, alternating for `--rounds`
 rounds (so that a machine busy with something else hurts both alike), and prints the median
 requests/s, their ratio (median and spread of the per-round ratios), and the median p50/p99
@@ -60,10 +65,16 @@ http {{
     scgi_temp_path {dir}/scgi;
     keepalive_requests 1000000;
     upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
+{servers}
+}}
+"""
+BACKEND_SERVER = """
     server {{
         listen 127.0.0.1:{backend};
         location / {{ return 200 "hello, world\\n"; }}
     }}
+"""
+PROXY_SERVER = """
     server {{
         listen 127.0.0.1:{proxy};
         location / {{
@@ -75,8 +86,26 @@ http {{
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
     }}
-}}
 """
+
+
+def start_nginx(tmp: str, backend: int, proxy: int, pin: bool) -> list[subprocess.Popen[bytes]]:
+    """nginx as the backend and as a proxy: one instance (one worker serving both), or with
+    `pin` two instances, the backend's on CPU 0 and the proxy's on CPU 1."""
+    servers: list[tuple[str, str, list[str]]]
+    if not pin:
+        servers = [("", BACKEND_SERVER + PROXY_SERVER, [])]
+    else:
+        servers = [("backend", BACKEND_SERVER, ["taskset", "-c", "0"]), ("proxy", PROXY_SERVER, ["taskset", "-c", "1"])]
+    procs = []
+    for sub, blocks, prefix in servers:
+        where = Path(tmp, sub)
+        where.mkdir(exist_ok=True)
+        conf = where / "nginx.conf"
+        text = NGINX_CONF.format(dir=where, backend=backend, servers=blocks.format(backend=backend, proxy=proxy))
+        conf.write_text(text)
+        procs.append(subprocess.Popen([*prefix, "nginx", "-c", str(conf), "-p", str(where)]))
+    return procs
 
 
 @dataclass
@@ -109,9 +138,12 @@ def _latency(out: str, pct: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)] if match else float("nan")
 
 
+WRK_PREFIX: list[str] = []  # ["taskset", "-c", "0"] with --pin
+
+
 def run_wrk(port: int, seconds: int, connections: int) -> WrkResult:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/"],
+        [*WRK_PREFIX, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/"],
         check=True,
         capture_output=True,
         text=True,
@@ -274,7 +306,10 @@ def benchmark(args: argparse.Namespace, backend: int, targets: dict[str, int]) -
     print("\n".join(lines))
     print("req/s of each round:")
     print("\n".join(details))
-    print(f"cpus: {os.cpu_count()}, seconds: {args.seconds} x {args.rounds} rounds, uvloop: {not args.no_uvloop}")
+    print(
+        f"cpus: {os.cpu_count()}, seconds: {args.seconds} x {args.rounds} rounds, uvloop: {not args.no_uvloop},"
+        f" pinned: {args.pin}"
+    )
 
 
 def main() -> int:
@@ -291,6 +326,11 @@ def main() -> int:
     parser.add_argument("--callgrind", type=int, metavar="N", help="count instructions over N requests instead")
     parser.add_argument("--keep-dump", metavar="FILE", help="with --callgrind: copy the callgrind dump here")
     parser.add_argument("--baseline", metavar="DIR", help="also run the proxy of DIR/src (an older version)")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="wrk and the backend on CPU 0, each proxy (nginx's its own instance) on CPU 1: steadier on 2 cores",
+    )
     parser.add_argument("--serve", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-src", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -301,13 +341,16 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"{tool} is not on PATH (Debian package '{tool}')", file=sys.stderr)
             return 2
+    if args.pin:
+        if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+            print("--pin needs taskset and 2 CPUs", file=sys.stderr)
+            return 2
+        WRK_PREFIX[:] = ["taskset", "-c", "0"]
     backend, nginx_proxy, embedded = free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="proxy-bench-") as tmp:
-        conf = Path(tmp) / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=tmp, backend=backend, proxy=nginx_proxy))
         procs: list[subprocess.Popen[bytes]] = []
         try:
-            procs.append(subprocess.Popen(["nginx", "-c", str(conf), "-p", tmp]))
+            procs += start_nginx(tmp, backend, nginx_proxy, args.pin and not args.callgrind)
             if args.callgrind:
                 wait_port(backend)
                 return measure_instructions(args, backend, tmp)
@@ -322,7 +365,7 @@ def main() -> int:
                     cmd += ["--serve-src", src]
                 if args.no_uvloop:
                     cmd.append("--no-uvloop")
-                procs.append(subprocess.Popen(cmd))
+                procs.append(subprocess.Popen(["taskset", "-c", "1", *cmd] if args.pin else cmd))
             for port in (backend, *targets.values()):
                 wait_port(port)
             benchmark(args, backend, targets)

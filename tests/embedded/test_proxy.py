@@ -366,6 +366,31 @@ async def test_431_when_the_head_is_too_large(make_proxy: ProxyFactory, backends
         assert b.requests == []
 
 
+async def test_431_counts_the_head_not_the_read(make_proxy: ProxyFactory, backends: BackendFactory) -> None:
+    """The head-size limit applies to the head itself: not to a body or a pipelined request that
+    came in the same read, and also to a head that began in the middle of a read."""
+    async with asyncio.timeout(T):
+        b = await backends("a")
+        port = await _service(make_proxy(max_header_size=8192), b)
+        c = await RawClient.connect(port)
+        try:
+            body = b"b" * 20000  # one read of head and body, larger than the head limit
+            await c.send(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+            r = await c.response()
+            assert r.status == 200 and r.json()["body_len"] == len(body)
+            await c.send(
+                b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /big HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 9000 + b"\r\n\r\n"
+            )
+            r = await c.response()
+            assert r.status == 200 and r.json()["path"] == "/small"
+            assert not r.keep_alive  # a broken pipelined request: the connection closes after
+            assert await c.at_eof()  # the responses before it
+        finally:
+            await c.close()
+        assert [req.path for req in b.requests] == ["/up", "/small"]
+
+
 async def test_413_when_the_body_is_too_large(make_proxy: ProxyFactory, backends: BackendFactory) -> None:
     async with asyncio.timeout(T):
         b = await backends("a")

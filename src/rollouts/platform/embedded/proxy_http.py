@@ -258,6 +258,10 @@ _P_UPSTREAM = 4  # the upstream's write buffer is full
 _P_STOPPED = 8  # the connection will close after the pending responses
 
 _LINGER_SECONDS = 2.0
+# Answered requests are counted in batches (`RevisionStats.drain`) of at most this many (and by
+# the proxy's timer): about 0.3 ms of work each, where a timer-only drain at 20k requests/s was
+# 10k at a time, a 6 ms pause every half second, which showed in the p99 latency.
+_DRAIN_BATCH = 256
 _BUFFER_HIGH_WATER = 256 * 1024
 # Pipelined requests read ahead of the one being answered. Reading goes on while a response is
 # awaited (so that a client closing its connection is noticed at once) up to this many.
@@ -700,7 +704,9 @@ class ClientConn(asyncio.Protocol):
                 rstats.in_flight -= 1
                 pending = rstats.pending
                 if pending is not None:
-                    pending.append((ex.status, now - ex.t0, now))  # counted in batches
+                    pending.append((ex.status, now - ex.t0, now))  # counted in batches:
+                    if len(pending) >= _DRAIN_BATCH:
+                        rstats.drain()  # (small ones, so that none stalls the loop for long)
                 else:
                     rstats.record(ex.status, now - ex.t0)
         if ex.request_done:
