@@ -683,17 +683,24 @@ class KubeAPIServer:
                     break
                 writer.write(self._chunk(item))
                 await writer.drain()
+            # Deregister before the terminating chunk: once the client has seen the end of the
+            # stream, the watch must no longer count as open (open_watches() is asserted on).
+            self._end_watch(sub, watch)
             writer.write(b"0\r\n\r\n")
             await writer.drain()
             return False
         finally:
-            self.store.unwatch(sub)
-            with self._lock:
-                self._watches.discard(watch)
-            watch.closed.set()
+            self._end_watch(sub, watch)
             eof.cancel()
             if bookmarks is not None:
                 bookmarks.cancel()
+
+    def _end_watch(self, sub: Subscription, watch: _OpenWatch) -> None:
+        """Stop feeding the watch and forget it (idempotent)."""
+        self.store.unwatch(sub)
+        with self._lock:
+            self._watches.discard(watch)
+        watch.closed.set()
 
     async def _bookmarks(self, sub: Subscription) -> None:
         while True:
