@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
+from rollouts import processgroups
 from rollouts.analysis.providers.base import ProviderError, ProviderResult
 from rollouts.model.analysis import PHASE_FAILED, PHASE_INCONCLUSIVE, PHASE_SUCCESSFUL
 
@@ -111,36 +112,6 @@ def _describe_exit(returncode: int) -> str:
         with contextlib.suppress(ValueError):
             text += f" ({signal.Signals(-returncode).name})"
     return text
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether process group `pgid` still has a live (non-zombie) member."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                raw = stat.read()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(b")") + 2 :].split()
-        # Orphans are reaped by init, which may be slow (or never, in some containers): zombies do not count.
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
 
 
 def _expand(text: str, env: Mapping[str, str]) -> str:
@@ -211,7 +182,7 @@ class JobProvider:
         """Kill every job still running; their measurements end in Error (not a verdict on the job)."""
         for pgid in list(self._groups):
             self._closed.add(pgid)
-            _signal_group(pgid, signal.SIGKILL)
+            processgroups.signal_group(pgid, signal.SIGKILL)
 
     async def measure(
         self, spec: dict[str, Any], *, now: datetime | None = None, context: Mapping[str, str] | None = None
@@ -360,20 +331,20 @@ class JobProvider:
                         returncode = await proc.wait()
                 except TimeoutError:
                     returncode = None
-                    _signal_group(pgid, signal.SIGTERM)
+                    processgroups.signal_group(pgid, signal.SIGTERM)
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(job.grace):
                             await proc.wait()
                 # Whatever the command left in its group goes with it (as a container's processes do).
-                _signal_group(pgid, signal.SIGKILL)
+                processgroups.signal_group(pgid, signal.SIGKILL)
                 await proc.wait()
                 gone_by = loop.time() + _GONE_WAIT_SECONDS
-                while _group_alive(pgid) and loop.time() < gone_by:
+                while processgroups.group_alive(pgid) and loop.time() < gone_by:
                     await asyncio.sleep(0.02)
             except BaseException:
                 # Cancelled (the controller is stopping) or a bug: never leave a process behind,
                 # and reap it (its transport closes once the exit is seen).
-                _signal_group(pgid, signal.SIGKILL)
+                processgroups.signal_group(pgid, signal.SIGKILL)
                 with contextlib.suppress(BaseException):
                     async with asyncio.timeout(_GONE_WAIT_SECONDS):
                         await proc.wait()

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from rollouts import processgroups
 from rollouts.platform.embedded.podspec import ContainerSpec, PodSpec
 from rollouts.platform.embedded.ports import free_port, release_port
 
@@ -138,11 +139,6 @@ def _describe_exit(returncode: int) -> str:
     return text
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
 def _proc_stat(pid: int) -> list[bytes] | None:
     """The fields of `/proc/<pid>/stat` from field 3 (state) on; None when there is no such process."""
     try:
@@ -207,34 +203,6 @@ def find_session_leaders(env_name: str, values: Collection[str]) -> dict[int, st
                 found[pid] = variable[len(prefix) :].decode()
                 break
     return found
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether process group `pgid` still has a live (non-zombie) member."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # the id now belongs to someone else's group: ours is gone
-        return False
-    # Orphaned members are reaped by init, which may be slow (or never, in some containers):
-    # zombies do not count.
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                raw = stat.read()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
 
 
 class _AdoptedProcess:
@@ -395,7 +363,7 @@ class PodSupervisor:
                 )
         except BaseException:  # cancelled half-way: leave nothing behind
             for proc in spawned:
-                _signal_group(proc.pid, signal.SIGKILL)
+                processgroups.signal_group(proc.pid, signal.SIGKILL)
             raise
         # Let the container tasks record their processes before reporting.
         await asyncio.sleep(0)
@@ -473,7 +441,7 @@ class PodSupervisor:
                 )
         except BaseException:  # cancelled half-way: leave nothing of ours behind
             for started in spawned:
-                _signal_group(started.pid, signal.SIGKILL)
+                processgroups.signal_group(started.pid, signal.SIGKILL)
             raise
         await asyncio.sleep(0)
         self._changed(pod)
@@ -500,12 +468,12 @@ class PodSupervisor:
         try:
             for container in pod.containers:
                 for pgid in container.groups():
-                    _signal_group(pgid, signal.SIGTERM)
+                    processgroups.signal_group(pgid, signal.SIGTERM)
             if not await self._wait_gone(pod, loop.time() + grace):
                 killed = True
                 for container in pod.containers:
                     for pgid in container.groups():
-                        _signal_group(pgid, signal.SIGKILL)
+                        processgroups.signal_group(pgid, signal.SIGKILL)
                 if not await self._wait_gone(pod, loop.time() + _KILL_WAIT_SECONDS):
                     log.warning("pod %s: processes still present after SIGKILL", name)
             tasks = [c.task for c in pod.containers if c.task is not None and not c.task.done()]
@@ -657,7 +625,7 @@ class PodSupervisor:
                     )
                     container.started_mono = loop.time()
                     if pod.stopping.is_set():  # stop_pod ran while we were spawning
-                        _signal_group(proc.pid, signal.SIGKILL)
+                        processgroups.signal_group(proc.pid, signal.SIGKILL)
                         await proc.wait()
                         break
                     if not adopted:  # an adopted container keeps what its first probe found
@@ -673,13 +641,13 @@ class PodSupervisor:
                         self._changed(pod)
                         break
                     # Kill whatever the crashed process left in its group before restarting.
-                    _signal_group(proc.pid, signal.SIGKILL)
+                    processgroups.signal_group(proc.pid, signal.SIGKILL)
                     container.lingering.add(proc.pid)
                     exited = "exited (adopted process: exit code unknown)" if adopted else _describe_exit(returncode)
                     message = f"CrashLoopBackOff: container {name} {exited}"
                     log.info("pod %s: %s", pod.spec.name, message)
                 attempt = None
-                container.lingering = {g for g in container.lingering if _group_alive(g)}
+                container.lingering = {g for g in container.lingering if processgroups.group_alive(g)}
                 if ran >= self._backoff_reset:
                     container.crashes = 0
                 delay = min(self._backoff_base * 2**container.crashes, self._backoff_cap)
@@ -694,7 +662,7 @@ class PodSupervisor:
             # Never leave a process behind, even when cancelled from outside (unless detached).
             if not pod.detached:
                 for pgid in container.groups():
-                    _signal_group(pgid, signal.SIGKILL)
+                    processgroups.signal_group(pgid, signal.SIGKILL)
             raise
 
     async def _watch(self, pod: _Pod, container: _Container, proc: _Process) -> int:
@@ -805,7 +773,7 @@ class PodSupervisor:
                 await asyncio.gather(*pending, return_exceptions=True)
                 return False
         while True:
-            if not any(_group_alive(g) for c in pod.containers for g in c.groups()):
+            if not any(processgroups.group_alive(g) for c in pod.containers for g in c.groups()):
                 return True
             if loop.time() >= deadline:
                 return False
