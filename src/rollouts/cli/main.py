@@ -117,6 +117,12 @@ def _get_rollout(store: SqliteStore, name: str, namespace: str) -> Obj:
     return obj
 
 
+def _write_intent(ctx: click.Context, name: str, operation: Callable[[Obj], patches.Patch]) -> None:
+    """Open the store and write one operation's patch to the rollout `name`."""
+    with open_store(ctx) as store:
+        _apply_patch(store, name, ctx.obj["namespace"], operation)
+
+
 def _apply_patch(
     store: SqliteStore, name: str, namespace: str, operation: Callable[[Obj], patches.Patch]
 ) -> patches.Patch:
@@ -248,16 +254,21 @@ def delete(ctx: click.Context, kind: str, name: str) -> None:
 # --- get / list / status ---------------------------------------------------------------------
 
 
-def _info(store: SqliteStore, ro: Obj) -> Any:
-    namespace = ro["metadata"].get("namespace", "default")
-    name = ro["metadata"]["name"]
-    rsets = [
+def _replica_sets_of(store: SqliteStore, namespace: str, rollout: str) -> list[Obj]:
+    """The ReplicaSets the rollout owns (by owner reference, as on a cluster)."""
+    return [
         rs
         for rs in store.list("ReplicaSet", namespace)
         if any(
-            o.get("kind") == "Rollout" and o.get("name") == name for o in rs["metadata"].get("ownerReferences") or []
+            o.get("kind") == "Rollout" and o.get("name") == rollout for o in rs["metadata"].get("ownerReferences") or []
         )
     ]
+
+
+def _info(store: SqliteStore, ro: Obj) -> Any:
+    namespace = ro["metadata"].get("namespace", "default")
+    name = ro["metadata"]["name"]
+    rsets = _replica_sets_of(store, namespace, name)
     pods = store.list("Pod", namespace)
     runs = store.list("AnalysisRun", namespace, {"rollout": name})
     return build_info(ro, rsets, pods, runs)
@@ -353,8 +364,7 @@ def status(ctx: click.Context, name: str, watch: bool, timeout: str) -> None:
 @click.pass_context
 def promote(ctx: click.Context, name: str, full: bool) -> None:
     """Move a paused rollout on (or, with --full, all the way)."""
-    with open_store(ctx) as store:
-        _apply_patch(store, name, ctx.obj["namespace"], lambda ro: patches.promote(ro, full=full))
+    _write_intent(ctx, name, lambda ro: patches.promote(ro, full=full))
     click.echo(f"rollout '{name}' {'fully promoted' if full else 'promoted'}")
 
 
@@ -363,8 +373,7 @@ def promote(ctx: click.Context, name: str, full: bool) -> None:
 @click.pass_context
 def abort(ctx: click.Context, name: str) -> None:
     """Send all traffic back to stable and scale the update down."""
-    with open_store(ctx) as store:
-        _apply_patch(store, name, ctx.obj["namespace"], patches.abort)
+    _write_intent(ctx, name, patches.abort)
     click.echo(f"rollout '{name}' aborted")
 
 
@@ -377,8 +386,7 @@ def retry() -> None:
 @click.argument("name")
 @click.pass_context
 def retry_rollout(ctx: click.Context, name: str) -> None:
-    with open_store(ctx) as store:
-        _apply_patch(store, name, ctx.obj["namespace"], patches.retry)
+    _write_intent(ctx, name, patches.retry)
     click.echo(f"rollout '{name}' retried")
 
 
@@ -390,14 +398,7 @@ def undo(ctx: click.Context, name: str, to_revision: int) -> None:
     """Roll the rollout back to a previous revision's pod template."""
     namespace = ctx.obj["namespace"]
     with open_store(ctx) as store:
-        replica_sets = [
-            rs
-            for rs in store.list("ReplicaSet", namespace)
-            if any(
-                o.get("kind") == "Rollout" and o.get("name") == name
-                for o in rs["metadata"].get("ownerReferences") or []
-            )
-        ]
+        replica_sets = _replica_sets_of(store, namespace, name)
         _apply_patch(store, name, namespace, lambda ro: patches.undo(ro, replica_sets, to_revision))
     click.echo(f"rollout '{name}' undo")
 
@@ -407,8 +408,7 @@ def undo(ctx: click.Context, name: str, to_revision: int) -> None:
 @click.pass_context
 def pause(ctx: click.Context, name: str) -> None:
     """Pause a rollout (spec.paused)."""
-    with open_store(ctx) as store:
-        _apply_patch(store, name, ctx.obj["namespace"], patches.pause)
+    _write_intent(ctx, name, patches.pause)
     click.echo(f"rollout '{name}' paused")
 
 
@@ -423,8 +423,7 @@ def restart(ctx: click.Context, name: str, in_: str) -> None:
     except DurationError as exc:
         fail(f"--in: {exc}")
     at = datetime.now(UTC) + timedelta(seconds=delay)
-    with open_store(ctx) as store:
-        _apply_patch(store, name, ctx.obj["namespace"], lambda ro: patches.restart(ro, at))
+    _write_intent(ctx, name, lambda ro: patches.restart(ro, at))
     click.echo(f"rollout '{name}' restarts")
 
 
@@ -442,8 +441,7 @@ def set_image(ctx: click.Context, name: str, assignment: str) -> None:
     container, sep, image = assignment.partition("=")
     if not sep or not container or not image:
         fail(f"expected CONTAINER=IMAGE, got {assignment!r} (e.g. api=ghcr.io/acme/api:v2)")
-    with open_store(ctx) as store:
-        _apply_patch(store, name, ctx.obj["namespace"], lambda ro: patches.set_image(ro, container, image))
+    _write_intent(ctx, name, lambda ro: patches.set_image(ro, container, image))
     click.echo(f'rollout "{name}" image updated')
 
 
