@@ -124,3 +124,35 @@ def test_label_filter_and_events(store: SqliteStore) -> None:
     assert [p["metadata"]["name"] for p in store.list("Pod", labels={"app": "y"})] == ["p2"]
     store.record_event("Rollout", "app", None, "Normal", "RolloutUpdated", "updated")
     assert [e.reason for e in store.events("Rollout", "app")] == ["RolloutUpdated"]
+
+
+def test_list_by_owner_uses_the_controlling_reference(store: SqliteStore) -> None:
+    def rs(name: str, owner: str) -> dict[str, Any]:
+        ref = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": owner, "controller": True}
+        return {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name, "ownerReferences": [ref]}}
+
+    store.create(rs("a-1", "a"))
+    store.create(rs("b-1", "b"))
+    store.create(rs("a-2", "a"))
+    assert [o["metadata"]["name"] for o in store.list("ReplicaSet", "default", owner=("Rollout", "a"))] == [
+        "a-1",
+        "a-2",
+    ]
+
+
+def test_state_file_from_before_the_owner_index_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE objects (kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,"
+        " rv INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (kind, namespace, name));"
+    )
+    body = '{"kind":"ReplicaSet","metadata":{"name":"a-1","ownerReferences":[{"kind":"Rollout","name":"a"}]}}'
+    old.execute("INSERT INTO objects VALUES ('ReplicaSet', 'default', 'a-1', 1, ?)", (body,))
+    old.commit()
+    old.close()
+    upgraded = SqliteStore(path)
+    assert [o["metadata"]["name"] for o in upgraded.list("ReplicaSet", "default", owner=("Rollout", "a"))] == ["a-1"]
+    upgraded.close()

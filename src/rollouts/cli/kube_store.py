@@ -111,8 +111,16 @@ class KubeCliStore:
             raise NotFoundError(f'{kind} "{name}" not found{where}')
         return obj
 
-    def list(self, kind: str, namespace: str | None = None, labels: dict[str, str] | None = None) -> list[Obj]:
-        """Objects of `kind` in `namespace` (None: all namespaces), by name, as the SQLite store lists."""
+    def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        labels: dict[str, str] | None = None,
+        *,
+        owner: tuple[str, str] | None = None,
+    ) -> list[Obj]:
+        """Objects of `kind` in `namespace` (None: all namespaces), by name, as the SQLite store lists;
+        `owner` (kind, name) keeps those with that owner reference."""
         rt = resources.BY_KIND.get(kind)
         if rt is None:
             return []
@@ -120,6 +128,15 @@ class KubeCliStore:
             self.api.list(rt, namespace if rt.namespaced else None, _selector(labels)), f"list {rt.plural}"
         )
         items.sort(key=lambda o: (o["metadata"]["name"], o["metadata"].get("namespace", "")))
+        if owner is not None:
+            items = [
+                o
+                for o in items
+                if any(
+                    r.get("kind") == owner[0] and r.get("name") == owner[1]
+                    for r in o["metadata"].get("ownerReferences") or []
+                )
+            ]
         return items
 
     def events(self, kind: str, name: str, namespace: str | None = None, limit: int = 20) -> builtins.list[Event]:

@@ -256,13 +256,7 @@ def delete(ctx: click.Context, kind: str, name: str) -> None:
 
 def _replica_sets_of(store: SqliteStore, namespace: str, rollout: str) -> list[Obj]:
     """The ReplicaSets the rollout owns (by owner reference, as on a cluster)."""
-    return [
-        rs
-        for rs in store.list("ReplicaSet", namespace)
-        if any(
-            o.get("kind") == "Rollout" and o.get("name") == rollout for o in rs["metadata"].get("ownerReferences") or []
-        )
-    ]
+    return store.list("ReplicaSet", namespace, owner=("Rollout", rollout))
 
 
 def _info(store: SqliteStore, ro: Obj) -> Any:

@@ -126,9 +126,29 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(_SCHEMA)
+        self._add_owner_column()
         self._listeners: list[Callable[[Change], None]] = []
 
     # --- plumbing ------------------------------------------------------------------------
+
+    def _add_owner_column(self) -> None:
+        """An indexed `owner` ("Kind/name" of the controlling owner reference).
+
+        The embedded platform lists a rollout's ReplicaSets on every reconcile; without the
+        index that meant decoding every ReplicaSet of the namespace (the cost that dominated
+        the 10,000-rollout benchmark). State files from before the column get it on open.
+        """
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(objects)")}
+        if "owner" not in columns:
+            with self._write() as db:
+                db.execute("ALTER TABLE objects ADD COLUMN owner TEXT")
+                rows = db.execute("SELECT kind, namespace, name, body FROM objects").fetchall()
+                for kind, namespace, name, body in rows:
+                    db.execute(
+                        "UPDATE objects SET owner = ? WHERE kind = ? AND namespace = ? AND name = ?",
+                        (_owner_key(json.loads(body)), kind, namespace, name),
+                    )
+        self._db.execute("CREATE INDEX IF NOT EXISTS objects_owner ON objects (kind, namespace, owner)")
 
     def close(self) -> None:
         with self._lock:
@@ -169,8 +189,8 @@ class SqliteStore:
         rv = self._next_rv(db)
         obj["metadata"]["resourceVersion"] = str(rv)
         db.execute(
-            "INSERT OR REPLACE INTO objects (kind, namespace, name, rv, body) VALUES (?, ?, ?, ?, ?)",
-            (kind, namespace, name, rv, json.dumps(obj, separators=(",", ":"))),
+            "INSERT OR REPLACE INTO objects (kind, namespace, name, rv, body, owner) VALUES (?, ?, ?, ?, ?, ?)",
+            (kind, namespace, name, rv, json.dumps(obj, separators=(",", ":")), _owner_key(obj)),
         )
         return obj
 
@@ -187,9 +207,23 @@ class SqliteStore:
             raise NotFoundError(f'{kind} "{name}" not found{where}')
         return obj
 
-    def list(self, kind: str, namespace: str | None = None, labels: dict[str, str] | None = None) -> list[Obj]:
+    def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        labels: dict[str, str] | None = None,
+        *,
+        owner: tuple[str, str] | None = None,
+    ) -> list[Obj]:
+        """Objects of `kind` (in `namespace`), optionally only those with these labels or this
+        controlling owner (`("Rollout", name)`), read through an index."""
         with self._lock:
-            if namespace is None:
+            if owner is not None:
+                rows = self._db.execute(
+                    "SELECT body FROM objects WHERE kind = ? AND namespace = ? AND owner = ? ORDER BY name",
+                    (kind, _ns(kind, namespace), f"{owner[0]}/{owner[1]}"),
+                )
+            elif namespace is None:
                 rows = self._db.execute("SELECT body FROM objects WHERE kind = ? ORDER BY name", (kind,))
             else:
                 rows = self._db.execute(
@@ -354,3 +388,10 @@ class SqliteStore:
 def _spec_of(obj: Obj) -> Any:
     rest = {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
     return rest
+
+
+def _owner_key(obj: Obj) -> str | None:
+    """ "Kind/name" of the controlling owner reference (else the first one), for the owner index."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    chosen = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
+    return f"{chosen.get('kind')}/{chosen.get('name')}" if chosen else None

@@ -53,9 +53,7 @@ class EmbeddedWorkloads:
         namespace = rollout.metadata.namespace or "default"
         pods = _pods_by_replica_set(self.store, namespace) if restart_pending(rollout) else {}
         views = []
-        for rs in self.store.list("ReplicaSet", namespace):
-            if objects.owner_name(rs, "Rollout") != rollout.metadata.name:
-                continue
+        for rs in self.store.list("ReplicaSet", namespace, owner=("Rollout", rollout.metadata.name)):
             status = rs.get("status") or {}
             hash_ = objects.labels_of(rs).get(HASH_LABEL, "")
             views.append(
