@@ -18,13 +18,12 @@ from rollouts.model.analysis import AnalysisRun, AnalysisTemplate, ClusterAnalys
 from rollouts.model.manifests import Finding, parse_resource
 from rollouts.model.rollout import Rollout
 from rollouts.model.service import Service
+from rollouts.model.validate_analysis import validate_analysis_run, validate_analysis_template
+from rollouts.model.validate_references import validate_references
 from rollouts.model.validation import (
     KnownObjects,
     service_not_found,
     template_not_found,
-    validate_analysis_run,
-    validate_analysis_template,
-    validate_references,
     validate_rollout,
 )
 

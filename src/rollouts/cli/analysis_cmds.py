@@ -208,7 +208,7 @@ def create_analysisrun(
     namespace: str | None,
 ) -> None:
     """Create an AnalysisRun from a template; the controller runs it."""
-    from rollouts.model.validation import validate_analysis_run
+    from rollouts.model.validate_analysis import validate_analysis_run
 
     if (from_ is None) == (from_file is None):
         fail("give exactly one of --from TEMPLATE and --from-file FILE")

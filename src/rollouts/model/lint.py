@@ -13,15 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rollouts.model.analysis import AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate
+from rollouts.model.findings import unknown_fields
 from rollouts.model.manifests import Finding, LoadedDocument
 from rollouts.model.rollout import Rollout
 from rollouts.model.service import Secret, Service
+from rollouts.model.validate_analysis import validate_analysis_run, validate_analysis_template
+from rollouts.model.validate_references import validate_references
 from rollouts.model.validation import (
     KnownObjects,
-    unknown_fields,
-    validate_analysis_run,
-    validate_analysis_template,
-    validate_references,
     validate_rollout,
 )
 
