@@ -1,21 +1,23 @@
 # The controller image: `docker build -t rollouts-controller:0.1.0 .`
 #
-# Two stages: the first builds wheels for the package and its dependencies from this build
-# context; the second installs them offline into a clean python:3.11-slim and runs as the
-# unprivileged user 65532. The Deployment in deploy/kubernetes runs it with a read-only root
-# filesystem (bytecode is compiled at install time, /tmp is an emptyDir).
+# Two stages on the same base: the first builds wheels for the package (pyproject.toml, src/)
+# and its dependencies; the second installs only those wheels, offline (--no-index), into a
+# clean image and runs as the unprivileged user 65532. The base is pinned to Python 3.11 on
+# Debian bookworm, so the wheels built in the first stage match the second. The Deployment in
+# deploy/kubernetes runs it with a read-only root filesystem (bytecode is compiled at install
+# time, /tmp is an emptyDir). .dockerignore sends only pyproject.toml, README.md and src/.
 
-FROM python:3.11-slim AS build
+FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --no-cache-dir --upgrade pip \
-    && pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels rollouts \
     && rm -rf /wheels \

@@ -111,6 +111,26 @@ def test_get_and_list_render_from_the_cluster(applied: Path, kube_api: KubeAPISe
     assert RO in ok(applied, "list", "rollouts", "-A")
 
 
+def test_events_of_one_second_are_shown_in_the_order_they_happened(applied: Path, kube_api: KubeAPIServer) -> None:
+    # Event times have whole seconds; names (generateName suffixes) are random: creation order wins.
+    for name, reason in (("zz-first", "RolloutUpdated"), ("aa-second", "RolloutPaused")):
+        kube_api.store.create(
+            "events",
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": name, "namespace": "default"},
+                "involvedObject": {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": RO},
+                "reason": reason,
+                "message": reason,
+                "type": "Normal",
+                "lastTimestamp": "2026-01-01T00:00:00Z",
+            },
+        )
+    shown = ok(applied, "get", "rollout", RO).split("Events:", 1)[1]
+    assert shown.index("RolloutUpdated") < shown.index("RolloutPaused"), shown
+
+
 def test_status_without_watch(applied: Path) -> None:
     code, output = run(applied, "status", RO, "--no-watch")
     assert code == 0, output

@@ -10,7 +10,8 @@ the CLI retries on fresh data) and status writes go through the status subresour
 Each facade owns one event loop (`asyncio.Runner`, i.e. `asyncio.run` kept open for the
 command) and one API client, both closed by `close()`. Errors are the store's: NotFoundError,
 ConflictError, ApiError (unreachable server, HTTP errors), so the CLI prints one line.
-Events are core/v1 Events whose involvedObject is the object asked for.
+Events are core/v1 Events whose involvedObject is the object asked for. Pod logs come from
+the pods/log subresource (`pod_log`), streamed for `--follow`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def _event_time(event: Obj) -> str:
         or meta.get("creationTimestamp")
         or ""
     )
+
+
+def _creation_order(event: Obj) -> int:
+    """The resourceVersion as a number: a tiebreaker for Events stamped in the same second."""
+    version = str((event.get("metadata") or {}).get("resourceVersion") or "")
+    return int(version) if version.isdigit() else 0
 
 
 class KubeCliStore:
@@ -152,7 +159,7 @@ class KubeCliStore:
             if (e.get("involvedObject") or {}).get("kind") == kind
             and (e.get("involvedObject") or {}).get("name") == name
         ]
-        about.sort(key=_event_time)
+        about.sort(key=lambda e: (_event_time(e), _creation_order(e)))
         return [
             Event(
                 kind,
@@ -165,6 +172,30 @@ class KubeCliStore:
             )
             for e in about[-limit:]
         ]
+
+    def pod_log(
+        self,
+        name: str,
+        namespace: str | None,
+        write: Callable[[bytes], None],
+        *,
+        container: str | None = None,
+        previous: bool = False,
+        tail_lines: int | None = None,
+        follow: bool = False,
+    ) -> None:
+        """Hand a container's log to `write` chunk by chunk (with `follow`, until the container
+        stops or the pod is deleted: the API server ends the stream)."""
+        ns = namespace or self.namespace
+
+        async def copy_log() -> None:
+            stream = self.api.pod_log(
+                name, ns, container=container, previous=previous, tail_lines=tail_lines, follow=follow
+            )
+            async for chunk in stream:
+                write(chunk)
+
+        self._run(copy_log(), f'cannot read the log of pod "{name}" in namespace "{ns}"')
 
     # --- writes --------------------------------------------------------------------------------
 

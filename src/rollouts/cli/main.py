@@ -447,7 +447,10 @@ def set_image(ctx: click.Context, name: str, assignment: str) -> None:
 @click.option("--tail", "tail_lines", type=int, default=-1, help="Only the last N lines (-1: all).")
 @click.pass_context
 def logs(ctx: click.Context, pod: str, container: str | None, previous: bool, follow: bool, tail_lines: int) -> None:
-    """Print a pod's log (embedded platform): current or previous, optionally following it."""
+    """Print a pod's log: current or previous, optionally following it."""
+    if ctx.obj.get("platform") == "kubernetes":
+        _kube_logs(ctx, pod, container, previous, follow, None if tail_lines < 0 else tail_lines)
+        return
     with open_store(ctx) as store:
         obj = store.get("Pod", pod, ctx.obj["namespace"])
     if obj is None:
@@ -478,6 +481,41 @@ def logs(ctx: click.Context, pod: str, container: str | None, previous: bool, fo
                     time.sleep(0.2)
     except FileNotFoundError:
         fail(f"the log file {path} is gone (the pod was deleted)")
+
+
+DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
+
+
+def _kube_logs(
+    ctx: click.Context, pod: str, container: str | None, previous: bool, follow: bool, tail_lines: int | None
+) -> None:
+    """`logs` on a cluster: the pods/log subresource, read (and followed) as `kubectl logs` does."""
+    namespace = ctx.obj["namespace"]
+
+    def write(chunk: bytes) -> None:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+
+    store = _open_kube_store(ctx)
+    try:
+        obj = store.get("Pod", pod, namespace)
+        if obj is None:
+            fail(f'pod "{pod}" not found in namespace "{namespace}" (check the name and -n/--namespace)')
+        if container is None:  # as kubectl: the annotated default, else the first container
+            names = [str(c.get("name")) for c in (obj.get("spec") or {}).get("containers") or []]
+            wanted = ((obj.get("metadata") or {}).get("annotations") or {}).get(DEFAULT_CONTAINER_ANNOTATION)
+            container = wanted if wanted in names else (names[0] if names else None)
+            if len(names) > 1:
+                click.echo(f'Defaulted container "{container}" out of: {", ".join(names)}', err=True)
+        store.pod_log(
+            pod, namespace, write, container=container, previous=previous, tail_lines=tail_lines, follow=follow
+        )
+    except StoreError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C ends a --follow, quietly, as for kubectl
+        sys.exit(130)
+    finally:
+        store.close()
 
 
 # --- processes -------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ a dependent with another live owner survives), namespace deletion, label and fie
 (unsupported field → 400), limit/continue, watch from a resourceVersion with a bounded history
 (410 Expired as an ERROR event), synthetic ADDED for a watch without resourceVersion,
 objects entering/leaving a selector seen as ADDED/DELETED, bookmarks, timeoutSeconds, bearer
-token auth (401), dryRun=All.
+token auth (401), dryRun=All, pods/log (container, previous, follow, tailLines; logs per container
+instance, the API server's and kubelet's 400s; see `podlogs`).
 
 Not enforced or simplified: no OpenAPI/CRD schema validation or pruning, no defaulting beyond
 replicas=1 and a few status fields, strategic merge patch is a plain merge patch for built-ins
@@ -31,7 +32,8 @@ namespace deletion are synchronous (the real ones are asynchronous controllers),
 deleted at once (no grace period), core/v1 and events.k8s.io/v1 Events are stored apart, a
 continue token lists the current state rather than a snapshot, no watch-list
 (sendInitialEvents), no protobuf, no aggregated discovery, no table output, no field
-selectors beyond those listed per resource, no resourceVersionMatch semantics on lists.
+selectors beyond those listed per resource, no resourceVersionMatch semantics on lists, pods/log
+without sinceSeconds/sinceTime/timestamps/limitBytes.
 """
 
 from .fixtures import KubeletSim, write_kubeconfig

@@ -26,9 +26,14 @@ this project's `filterwarnings = error` turns into a collection error).
 `observedGeneration`) to `spec.replicas`, after `delay` seconds, writing through the store like
 a real controller (new resourceVersion, MODIFIED event). Zero counts are omitted, as in the real
 JSON (`readyReplicas` is absent, not 0). With `create_pods=True` it also keeps that many Pods
-per ReplicaSet (template labels, a controller ownerReference, phase Running, a Ready condition).
-`ready(rs) -> bool` makes chosen ReplicaSets never become ready (their Pods stay unready);
-after changing it call `resync()`.
+per ReplicaSet (template labels, a controller ownerReference, `spec.nodeName`, phase Running, a
+Ready condition, a running containerStatus per container). `ready(rs) -> bool` makes chosen
+ReplicaSets never become ready (their Pods stay unready); after changing it call `resync()`.
+
+What a kubelet reports about containers, for tests that make their own Pods:
+`start_containers(store, ns, pod)` (every container running, with a containerID) and
+`restart_container(store, ns, pod, container)` (the instance exits and a new one runs: its log
+becomes the `previous=true` one). Logs are written with `store.append_log`.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import random
+import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -46,11 +53,73 @@ import pytest
 
 from .resources import ApiError
 from .server import KubeAPIServer
-from .storage import Obj
+from .storage import Obj, Store
 
-__all__ = ["KubeletSim", "kube_api", "kube_client", "kubeconfig", "kubelet_sim", "write_kubeconfig"]
+__all__ = [
+    "NODE_NAME",
+    "KubeletSim",
+    "kube_api",
+    "kube_client",
+    "kubeconfig",
+    "kubelet_sim",
+    "restart_container",
+    "start_containers",
+    "write_kubeconfig",
+]
 
 _RESYNC = object()
+NODE_NAME = "kubelet-sim"  # the node KubeletSim's Pods are bound to
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _container_id() -> str:
+    return f"containerd://{secrets.token_hex(32)}"
+
+
+def _running(name: str, image: str, ready: bool, restarts: int = 0, last: Obj | None = None) -> Obj:
+    entry: Obj = {"name": name, "state": {"running": {"startedAt": _now()}}, "lastState": last or {}}
+    entry.update(ready=ready, restartCount=restarts, image=image, imageID="", containerID=_container_id())
+    entry["started"] = True
+    return entry
+
+
+def start_containers(store: Store, namespace: str, pod: str, *, ready: bool = True) -> Obj:
+    """The kubelet started every container of `pod` (which must have spec.nodeName): each runs
+    with a fresh containerID, so `store.append_log` can write to it."""
+    obj = store.read("pods", namespace, pod)
+    containers = (obj.get("spec") or {}).get("containers") or []
+    statuses = [_running(c["name"], c.get("image", ""), ready) for c in containers]
+    condition = {"type": "Ready", "status": "True" if ready else "False"}
+    status = {**(obj.get("status") or {}), "phase": "Running", "containerStatuses": statuses}
+    status["conditions"] = [condition]
+    return store.put_status("pods", namespace, pod, status)
+
+
+def restart_container(
+    store: Store, namespace: str, pod: str, container: str, *, exit_code: int = 1, reason: str = "Error"
+) -> Obj:
+    """`container` exited with `exit_code` and the kubelet started it again: the old instance is
+    `lastState.terminated` (its log is what `previous=true` reads), restartCount goes up, and a
+    follower of the old instance sees its stream end."""
+    obj = store.read("pods", namespace, pod)
+    status = dict(obj.get("status") or {})
+    statuses = [dict(s) for s in status.get("containerStatuses") or []]
+    for i, entry in enumerate(statuses):
+        if entry.get("name") == container:
+            started = ((entry.get("state") or {}).get("running") or {}).get("startedAt", _now())
+            terminated = {"exitCode": exit_code, "reason": reason, "startedAt": started, "finishedAt": _now()}
+            terminated["containerID"] = entry.get("containerID", "")
+            restarts = int(entry.get("restartCount", 0)) + 1
+            last = {"terminated": terminated}
+            statuses[i] = _running(container, str(entry.get("image", "")), bool(entry.get("ready")), restarts, last)
+            break
+    else:
+        raise KeyError(f'pod "{pod}" has no status for container "{container}" (start_containers first)')
+    status["containerStatuses"] = statuses
+    return store.put_status("pods", namespace, pod, status)
 
 
 def write_kubeconfig(server: KubeAPIServer, path: str | Path, namespace: str = "default") -> Path:
@@ -179,7 +248,8 @@ class KubeletSim:
             ref.update(controller=True, blockOwnerDeletion=True)
             pod_meta = {"generateName": f"{meta['name']}-", "labels": dict(tmeta.get("labels") or {})}
             pod_meta.update(annotations=dict(tmeta.get("annotations") or {}), ownerReferences=[ref])
-            body = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": template.get("spec") or {}}
+            spec = {**(template.get("spec") or {}), "nodeName": NODE_NAME}  # bound, as by the scheduler
+            body = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": spec}
             owned.append(self.store.create("pods", body, ns))
         for pod in owned[desired:]:
             with contextlib.suppress(ApiError):
@@ -188,7 +258,14 @@ class KubeletSim:
             old = pod.get("status") or {}
             ip = old.get("podIP") or f"10.244.{random.randint(0, 255)}.{random.randint(1, 254)}"
             condition = {"type": "Ready", "status": "True" if ready else "False"}
+            statuses = [dict(c) for c in old.get("containerStatuses") or []]
+            if not statuses:  # started once; later passes only follow readiness
+                containers = (pod.get("spec") or {}).get("containers") or []
+                statuses = [_running(c["name"], c.get("image", ""), ready) for c in containers]
+            for entry in statuses:
+                entry["ready"] = ready
             status = {**old, "phase": "Running", "podIP": ip, "conditions": [condition]}
+            status["containerStatuses"] = statuses
             self.store.put_status("pods", ns, pod["metadata"]["name"], status)
 
 

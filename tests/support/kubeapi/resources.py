@@ -148,7 +148,7 @@ DEFAULT_RESOURCES: tuple[ResourceType, ...] = (
     # core/v1
     ResourceType("", "v1", "Namespace", "namespaces", "namespace", namespaced=False, short_names=("ns",),
                  subresources=_STATUS, field_selectors=("status.phase",)),
-    ResourceType("", "v1", "Pod", "pods", "pod", short_names=("po",), subresources=_STATUS,
+    ResourceType("", "v1", "Pod", "pods", "pod", short_names=("po",), subresources=frozenset({"status", "log"}),
                  field_selectors=_POD_FIELDS, returns_deleted_object=True, categories=("all",)),
     ResourceType("", "v1", "Service", "services", "service", short_names=("svc",), subresources=_STATUS,
                  categories=("all",)),

@@ -19,6 +19,11 @@ URL layout: `/api/v1/...` (core) and `/apis/{group}/{version}/...`, then
 or `{plural}/{name}[/{sub}]` (cluster-scoped). Watches are chunked streams of newline-delimited
 JSON events; the stream ends after `timeoutSeconds` (terminating chunk, then the connection
 closes), on `break_watches` (abruptly, or gracefully), or when the server stops.
+
+`GET …/pods/{name}/log` (`container`, `previous`, `follow`, `tailLines`) answers text/plain from
+the logs the test or `KubeletSim` stored (`store.append_log`; see podlogs.py for the errors);
+with `follow=true` it is a chunked stream that ends when the container stops, the pod is
+deleted, the client goes away or the server stops (`open_log_streams` counts them).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httptools
 import yaml
 
+from .podlogs import LogFollower
 from .resources import (
     PATCH_TYPES,
     ApiError,
@@ -72,6 +78,7 @@ SERVER_VERSION = {
 }
 _PUBLIC_PATHS = frozenset({"/version", "/healthz", "/livez", "/readyz"})
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
+_FALSE = frozenset({"0", "f", "F", "false", "FALSE", "False"})
 _REASONS = {
     400: "BadRequest",
     401: "Unauthorized",
@@ -193,6 +200,7 @@ class KubeAPIServer:
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
         self._watches: set[_OpenWatch] = set()
+        self._log_streams: set[asyncio.Queue[Any]] = set()
         # Bugs of the stand-in itself (answered as 500); the kube_api fixture fails the test on them.
         self.internal_errors: list[BaseException] = []
 
@@ -248,8 +256,11 @@ class KubeAPIServer:
             writer.transport.abort()
         with self._lock:
             watches = list(self._watches)
+            streams = list(self._log_streams)
         for watch in watches:
             watch.queue.put_nowait(_BREAK)
+        for stream in streams:
+            stream.put_nowait(_BREAK)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -349,6 +360,19 @@ class KubeAPIServer:
         with self._lock:
             return sum(1 for w in self._watches if rt is None or w.rt is rt)
 
+    def open_log_streams(self) -> int:
+        """Number of `follow=true` pod-log streams open now."""
+        with self._lock:
+            return len(self._log_streams)
+
+    def wait_for_log_streams(self, count: int = 1, timeout: float = 5.0) -> None:
+        """Block until exactly `count` pod-log streams are open (0: until they all ended)."""
+        deadline = time.monotonic() + timeout
+        while self.open_log_streams() != count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.open_log_streams()} log streams open, wanted {count}")
+            time.sleep(0.005)
+
     def wait_for_watches(self, count: int = 1, resource: str | None = None, timeout: float = 5.0) -> None:
         """Block until at least `count` watches are open (for threads; see `async_wait_for_watches`)."""
         deadline = time.monotonic() + timeout
@@ -404,15 +428,19 @@ class KubeAPIServer:
         self,
         writer: asyncio.StreamWriter,
         code: int,
-        body: Obj | str,
+        body: Obj | str | bytes,
         *,
         keep_alive: bool = True,
         headers: dict[str, str] | None = None,
     ) -> None:
-        payload = body.encode() if isinstance(body, str) else json.dumps(body, separators=(",", ":")).encode()
+        text = isinstance(body, str | bytes)
+        if isinstance(body, bytes):
+            payload = body
+        else:
+            payload = body.encode() if isinstance(body, str) else json.dumps(body, separators=(",", ":")).encode()
         head = [
             f"HTTP/1.1 {code} {http.HTTPStatus(code).phrase}",
-            f"Content-Type: {'text/plain; charset=utf-8' if isinstance(body, str) else 'application/json'}",
+            f"Content-Type: {'text/plain; charset=utf-8' if text else 'application/json'}",
             "Cache-Control: no-cache, private",
             f"Content-Length: {len(payload)}",
         ]
@@ -440,6 +468,10 @@ class KubeAPIServer:
                 await self._respond(writer, 200, doc, keep_alive=keep)
                 return keep
             route = self._route(path)
+            if route.sub == "log":
+                if req.method != "GET":
+                    raise method_not_allowed()
+                return await self._pod_log(route, req, reader, writer)
             if req.method == "GET" and route.name is None and req.query.get("watch", "") in _TRUE:
                 return await self._watch(route, req, reader, writer)
             code, body = self._resource(route, req)
@@ -513,7 +545,7 @@ class KubeAPIServer:
                     sub_entry.update(group="autoscaling", version="v1", kind="Scale")
                 else:
                     sub_entry["kind"] = rt.kind
-                sub_entry["verbs"] = ["get", "patch", "update"]
+                sub_entry["verbs"] = ["get"] if sub == "log" else ["get", "patch", "update"]
                 resources.append(sub_entry)
         gv = f"{group}/{version}" if group else version
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
@@ -625,6 +657,94 @@ class KubeAPIServer:
         content_type = req.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in ("application/json", ""):
             raise unsupported_media_type(content_type, ["application/json"])
+
+    # -- pod logs ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _flag(query: dict[str, str], name: str) -> bool:
+        value = query.get(name, "")
+        if value in ("", *_FALSE):
+            return False
+        if value in _TRUE:
+            return True
+        raise bad_request(f'strconv.ParseBool: parsing "{value}": invalid syntax')
+
+    @staticmethod
+    def _tail_lines(query: dict[str, str], pod: str) -> int | None:
+        raw = query.get("tailLines")
+        if raw is None or raw == "":
+            return None
+        try:
+            lines = int(raw)
+        except ValueError:
+            raise bad_request(f'strconv.ParseInt: parsing "{raw}": invalid syntax') from None
+        if lines < 0:  # ValidatePodLogOptions
+            why = "must be greater than or equal to 0"
+            cause = {"reason": "FieldValueInvalid", "message": f"Invalid value: {lines}: {why}", "field": "tailLines"}
+            message = f'PodLogOptions "{pod}" is invalid: tailLines: Invalid value: {lines}: {why}'
+            raise ApiError(422, "Invalid", message, {"name": pod, "kind": "PodLogOptions", "causes": [cause]})
+        return lines
+
+    async def _pod_log(
+        self, route: _Route, req: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        assert route.name is not None and route.namespace is not None
+        q = req.query
+        container = q.get("container") or None
+        previous, follow = self._flag(q, "previous"), self._flag(q, "follow")
+        tail_lines = self._tail_lines(q, route.name)
+        if not follow:
+            data = self.store.pod_log(route.namespace, route.name, container, previous=previous, tail_lines=tail_lines)
+            await self._respond(writer, 200, data, keep_alive=req.keep_alive)
+            return req.keep_alive
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        def deliver(chunk: bytes | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, _END if chunk is None else chunk)
+
+        snapshot, follower = self.store.follow_log(
+            route.namespace, route.name, container, deliver, previous=previous, tail_lines=tail_lines
+        )
+        head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: no-cache, private\r\n"
+        writer.write((head + "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode())
+        if snapshot:
+            writer.write(b"%x\r\n%s\r\n" % (len(snapshot), snapshot))
+        if follower is None:  # a previous or stopped instance: what there is, then the end
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return False
+        with self._lock:
+            self._log_streams.add(queue)
+        eof = asyncio.ensure_future(reader.read(1))
+        try:
+            await writer.drain()
+            while True:
+                get = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({get, eof}, return_when=asyncio.FIRST_COMPLETED)
+                if get not in done:  # the client went away
+                    get.cancel()
+                    return False
+                item = get.result()
+                if item is _BREAK:
+                    writer.transport.abort()
+                    return False
+                if item is _END:
+                    break
+                writer.write(b"%x\r\n%s\r\n" % (len(item), item))
+                await writer.drain()
+            self._end_log_stream(follower, queue)  # before the last chunk, as for watches
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return False
+        finally:
+            self._end_log_stream(follower, queue)
+            eof.cancel()
+
+    def _end_log_stream(self, follower: LogFollower, queue: asyncio.Queue[Any]) -> None:
+        self.store.unfollow_log(follower)
+        with self._lock:
+            self._log_streams.discard(queue)
 
     # -- watch -------------------------------------------------------------------------------------
 

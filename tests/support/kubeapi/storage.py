@@ -9,7 +9,8 @@ Stored objects are immutable snapshots: a write builds a new dict, so watch even
 them; everything handed out to callers is a deep copy.
 
 Watch callbacks run synchronously under the store lock, in resourceVersion order: they must
-not block or write to the store (hand the event to a queue or another thread).
+not block or write to the store (hand the event to a queue or another thread). The same holds
+for pod-log followers (`follow_log`); the logs themselves live in `podlogs.PodLogs`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .podlogs import LogCallback, LogFollower, PodLogs
 from .resources import (
     ApiError,
     ResourceRegistry,
@@ -156,6 +158,7 @@ class Store:
         self._uids: dict[str, tuple[ResourceType, str, str]] = {}
         self._history: deque[_Event] = deque(maxlen=history_limit)
         self._subs: builtins.list[Subscription] = []
+        self._logs = PodLogs()
         for ns in namespaces:
             self.create("namespaces", {"metadata": {"name": ns}})
 
@@ -482,6 +485,53 @@ class Store:
         with self._lock:
             return len(self._subs)
 
+    # -- pod logs (pods/{name}/log; see podlogs.py) ---------------------------------------------------
+
+    def append_log(self, namespace: str, pod: str, container: str, data: str | bytes) -> None:
+        """What `container` writes to stdout, appended to its current instance's log (as a kubelet
+        collects it). The pod must be scheduled (spec.nodeName) and the container started."""
+        with self._lock:
+            self._logs.append(self._require(self.resolve("pods"), namespace, pod), container, data)
+
+    def pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str | None = None,
+        *,
+        previous: bool = False,
+        tail_lines: int | None = None,
+    ) -> bytes:
+        """The log a GET of pods/{pod}/log answers (ApiError 404/400 as the real server)."""
+        with self._lock:
+            obj = self._require(self.resolve("pods"), namespace, pod)
+            return self._logs.read(obj, container, previous=previous, tail_lines=tail_lines)
+
+    def follow_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str | None,
+        callback: LogCallback,
+        *,
+        previous: bool = False,
+        tail_lines: int | None = None,
+    ) -> tuple[bytes, LogFollower | None]:
+        """The log so far and, while the instance runs, a follower that `callback` feeds (chunks,
+        then None when the container stops or the pod is deleted); `unfollow_log` it when done."""
+        with self._lock:
+            obj = self._require(self.resolve("pods"), namespace, pod)
+            return self._logs.follow(obj, container, callback, previous=previous, tail_lines=tail_lines)
+
+    def unfollow_log(self, follower: LogFollower) -> None:
+        with self._lock:
+            self._logs.unfollow(follower)
+
+    @property
+    def log_follower_count(self) -> int:
+        with self._lock:
+            return self._logs.follower_count
+
     # -- internals ---------------------------------------------------------------------------------
 
     def _bucket(self, rt: ResourceType) -> dict[tuple[str, str], Obj]:
@@ -548,6 +598,8 @@ class Store:
         self._bucket(rt)[self._key(rt, meta.get("namespace"), meta["name"])] = obj
         self._uids[meta["uid"]] = (rt, meta.get("namespace", ""), meta["name"])
         self._emit(_Event(self._rv, "ADDED" if old is None else "MODIFIED", rt, meta.get("namespace", ""), obj, old))
+        if rt.key == ("", "pods"):
+            self._logs.pod_changed(obj)
         return obj
 
     def _remove(self, rt: ResourceType, obj: Obj) -> Obj:
@@ -558,6 +610,8 @@ class Store:
         self._bucket(rt).pop(self._key(rt, meta.get("namespace"), meta["name"]), None)
         self._uids.pop(meta.get("uid", ""), None)
         self._emit(_Event(self._rv, "DELETED", rt, meta.get("namespace", ""), final, None))
+        if rt.key == ("", "pods"):
+            self._logs.pod_removed(meta.get("namespace", ""), meta["name"])
         if rt.plural == "namespaces" and not rt.group:
             for other in self.registry:
                 if other.namespaced:

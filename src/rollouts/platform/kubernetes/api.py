@@ -13,13 +13,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.dynamic import DynamicClient
 from kubernetes_asyncio.dynamic.exceptions import DynamicApiError
 
-from rollouts.platform.kubernetes.resources import ResourceType
+from rollouts.platform.kubernetes.resources import POD, ResourceType
 from rollouts.store.errors import AlreadyExistsError, ConflictError, NotFoundError, StoreError
 
 Obj = dict[str, Any]
@@ -168,6 +169,56 @@ class KubeApi:
         except NotFoundError:
             return False
         return True
+
+    async def pod_log(
+        self,
+        name: str,
+        namespace: str,
+        *,
+        container: str | None = None,
+        previous: bool = False,
+        tail_lines: int | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[bytes]:
+        """A container's log (GET pods/{name}/log) in chunks as they arrive: the whole log, or with
+        `follow` also what the container writes next, until it stops, the pod is deleted or the
+        caller stops iterating. Errors as the other calls: NotFoundError, ApiError (the server's
+        message, e.g. `previous terminated container "app" in pod "x" not found`)."""
+        what = f'cannot read the log of pod "{name}" in namespace "{namespace}"'
+        query: list[tuple[str, str]] = [("container", container)] if container else []
+        if previous:
+            query.append(("previous", "true"))
+        if follow:
+            query.append(("follow", "true"))
+        if tail_lines is not None:
+            query.append(("tailLines", str(tail_lines)))
+        # A followed log may stay quiet for hours: only connecting is bounded then.
+        timeout = aiohttp.ClientTimeout(sock_connect=30) if follow else aiohttp.ClientTimeout(total=120)
+        try:
+            response = await self._dynamic.request(
+                "get",
+                POD.path(namespace, name, "log"),
+                serialize=False,
+                query_params=query,
+                header_params={"Accept": "text/plain, application/json"},
+                _request_timeout=timeout,
+            )
+        except (ApiException, DynamicApiError) as exc:
+            raise _error(exc, what) from exc
+        except OSError as exc:
+            raise ApiError(f"{what}: cannot reach the Kubernetes API: {exc}") from exc
+        try:
+            if response.status >= 400:
+                body = await response.read()
+                try:
+                    data: Any = json.loads(body)
+                except ValueError:
+                    data = body.decode(errors="replace").strip()
+                raise _status_error(response.status, data, what)
+            async for chunk in response.content.iter_any():
+                yield chunk
+        finally:
+            response.close()  # a stream stopped early must not go back to the pool half read
 
     async def watch(
         self, rt: ResourceType, namespace: str | None, resource_version: str, timeout_seconds: int = 300
