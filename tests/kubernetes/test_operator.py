@@ -101,6 +101,19 @@ class Operator:
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
 
+    def wait_running(self, timeout: float = 90.0) -> None:
+        """Until the controller says it runs (leader, informers synced). Start-up is bounded
+        apart from the tests' waits, which time the controller's logic, not Python's imports
+        on a loaded machine."""
+        self.wait_for_log(b"controller running on Kubernetes", timeout)
+
+    def wait_for_log(self, marker: bytes, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while marker not in self.log.read_bytes():
+            assert self.proc.poll() is None, f"controller exited:\n{self.log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no {marker!r} after {timeout} s:\n{self.log.read_text()}"
+            time.sleep(0.05)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -141,6 +154,7 @@ class Operator:
 def operator(kube_api: KubeAPIServer, kubeconfig: Path, tmp_path: Path) -> Iterator[Operator]:
     with KubeletSim(kube_api):
         op = Operator(kube_api, kubeconfig, tmp_path / "controller.log")
+        op.wait_running()
         try:
             yield op
         finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +31,7 @@ def create_all(api: KubeAPIServer) -> None:
 def test_watch_breaks_and_410_are_survived(kube_api: KubeAPIServer, kubeconfig: Path, tmp_path: Path) -> None:
     with KubeletSim(kube_api):
         op = Operator(kube_api, kubeconfig, tmp_path / "controller.log")
+        op.wait_running()
         try:
             create_all(kube_api)
             op.wait(healthy, "the first revision")
@@ -51,6 +51,7 @@ def test_a_conflicting_status_write_is_retried_on_fresh_data(
 ) -> None:
     with KubeletSim(kube_api):
         op = Operator(kube_api, kubeconfig, tmp_path / "controller.log")
+        op.wait_running()
         try:
             create_all(kube_api)
             op.wait(healthy, "the first revision")
@@ -67,12 +68,13 @@ def test_a_conflicting_status_write_is_retried_on_fresh_data(
 def test_leader_hand_over(kube_api: KubeAPIServer, kubeconfig: Path, tmp_path: Path) -> None:
     with KubeletSim(kube_api):
         first = Operator(kube_api, kubeconfig, tmp_path / "first.log")
+        first.wait_running()
         try:
             create_all(kube_api)
             first.wait(healthy, "the first revision")
             second = Operator(kube_api, kubeconfig, tmp_path / "second.log")
             try:
-                time.sleep(1.0)  # the second one is running and waiting for the Lease
+                second.wait_for_log(b"is waiting (lease")  # the second one runs and waits for the Lease
                 lease = kube_api.store.read("leases", "default", "rollouts-controller")
                 leader = lease["spec"]["holderIdentity"]
                 os.killpg(first.proc.pid, signal.SIGKILL)

@@ -89,9 +89,18 @@ class KubeLeaderElector:
                 return self._won()
             spec = current.get("spec") or {}
             record = (str(spec.get("holderIdentity") or ""), str(spec.get("renewTime") or ""))
-            if record != self._observed:
-                self._observed, self._observed_at = record, time.monotonic()
             held_by_other = record[0] not in ("", self.identity)
+            if record != self._observed:
+                if held_by_other and (self._observed is None or record[0] != self._observed[0]):
+                    # Say once per holder who leads, so an operator sees why this replica idles.
+                    log.info(
+                        "%s is the leader; %s is waiting (lease %s/%s)",
+                        record[0],
+                        self.identity,
+                        self.namespace,
+                        self.name,
+                    )
+                self._observed, self._observed_at = record, time.monotonic()
             if held_by_other and time.monotonic() - self._observed_at < self.lease_duration:
                 self._leading = False
                 return False
