@@ -567,8 +567,45 @@ ROUTE_CASES = [
             f"{S}.trafficRouting": {**NGINX, "managedRoutes": [{"name": "header"}]},
             **steps({"setHeaderRoute": HEADER}),
         },
-        [("error", f"{S}.steps[0].setHeaderRoute", "needs trafficRouting through istio, alb, apisix or plugins")],
+        [],
         id="header-route-with-nginx",
+    ),
+    pytest.param(
+        {
+            **ROUTED,
+            f"{S}.trafficRouting": {**NGINX, "managedRoutes": [{"name": "header"}]},
+            **steps({"setHeaderRoute": {**HEADER, "match": [*HEADER["match"], *HEADER["match"]]}}),
+        },
+        [("warning", f"{S}.steps[0].setHeaderRoute.match", "the nginx router matches one header only: …")],
+        id="header-route-with-nginx-two-matches",
+    ),
+    pytest.param(
+        {
+            f"{S}.trafficRouting": {"managedRoutes": [{"name": "header"}, {"name": "mirror"}]},
+            **steps(
+                {"setHeaderRoute": HEADER},
+                {"setMirrorRoute": {"name": "mirror", "match": [{"method": {"exact": "GET"}}]}},
+            ),
+        },
+        [("warning", f"{S}.trafficRouting", "names no traffic router …")],
+        id="routes-on-the-embedded-proxy",
+    ),
+    pytest.param(
+        {f"{S}.trafficRouting": DELETE, **steps({"setHeaderRoute": HEADER})},
+        [("error", f"{S}.steps[0].setHeaderRoute", "needs trafficRouting through istio, alb, apisix, nginx or …")],
+        id="header-route-without-traffic-routing",
+    ),
+    pytest.param(
+        {
+            **ROUTED,
+            f"{S}.trafficRouting": {"smi": {}, "managedRoutes": [{"name": "header"}]},
+            **steps({"setHeaderRoute": HEADER}),
+        },
+        [
+            ("error", f"{S}.steps[0].setHeaderRoute", "needs trafficRouting through istio, alb, apisix, nginx or …"),
+            ("warning", f"{S}.trafficRouting.smi", "the smi traffic router is not supported by rollouts yet; …"),
+        ],
+        id="header-route-with-smi",
     ),
     pytest.param(
         {
@@ -576,7 +613,7 @@ ROUTE_CASES = [
             f"{S}.trafficRouting": {**NGINX, "managedRoutes": [{"name": "mirror"}]},
             **steps({"setMirrorRoute": {"name": "mirror", "percentage": 50}}),
         },
-        [("error", f"{S}.steps[0].setMirrorRoute", "needs trafficRouting through istio or plugins")],
+        [("warning", f"{S}.steps[0].setMirrorRoute", "the nginx router cannot mirror traffic: …")],
         id="mirror-route-with-nginx",
     ),
     pytest.param(

@@ -174,6 +174,7 @@ class RolloutReconciler:
                     action.canary_service,
                     action.canary_hash,
                     action.weight,
+                    action.routes,
                 )
             case p.CreateAnalysisRun():
                 await self._create_run(rollout, action)
@@ -183,6 +184,8 @@ class RolloutReconciler:
                 await self.store.delete("AnalysisRun", action.name, namespace)
             case p.RestartPod():
                 await workloads.delete_pod(namespace, action.name)
+            case p.SetEphemeralMetadata():
+                await workloads.set_ephemeral_metadata(namespace, action)
             case p.RecordEvent():
                 await self.store.record_event(
                     "Rollout", rollout.metadata.name, namespace, action.type, action.reason, action.message

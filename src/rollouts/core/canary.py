@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from rollouts.core import defaults
+from rollouts.core import defaults, routes
 from rollouts.core.context import PAUSE_CANARY_STEP, Reconcile
 from rollouts.core.durations import DurationError, parse_pause_duration
 from rollouts.core.plan import RUN_BACKGROUND, RUN_STEP, PointService, ReplicaSetView, SetCanaryWeight
@@ -51,12 +51,22 @@ def plan_canary(ctx: Reconcile) -> None:
     _progress(ctx, canary, steps)
 
 
-def _services(ctx: Reconcile, canary: CanaryStrategy, stable_hash: str, canary_hash: str, weight: int) -> None:
-    """Pin the Services to their revisions and, with a router, set the canary's share of traffic."""
+def _services(
+    ctx: Reconcile,
+    canary: CanaryStrategy,
+    stable_hash: str,
+    canary_hash: str,
+    weight: int,
+    active: tuple[routes.ActiveRoute, ...] = (),
+) -> None:
+    """Pin the Services to their revisions and, with a router, set the canary's share of traffic
+    and the managed routes in effect (none unless an update is progressing: see `routes`)."""
     if canary.stable_service:
         ctx.plan.actions.append(PointService(canary.stable_service, stable_hash))
         if canary.traffic_routing is not None:
-            ctx.plan.actions.append(SetCanaryWeight(canary.stable_service, canary.canary_service, canary_hash, weight))
+            ctx.plan.actions.append(
+                SetCanaryWeight(canary.stable_service, canary.canary_service, canary_hash, weight, active)
+            )
     if canary.canary_service:
         ctx.plan.actions.append(PointService(canary.canary_service, canary_hash))
     ctx.status.canary = ctx.status.canary or CanaryStatus()
@@ -83,8 +93,12 @@ def _observed_weight(ctx: Reconcile, canary_hash: str) -> int:
 
 
 def _current_weight(ctx: Reconcile) -> int:
+    """The weight the canary has now; none for a revision that is not the one weighted (a
+    template changed mid-canary): Argo sends no traffic to a canary without available pods."""
     weights = ctx.status.canary.weights if ctx.status.canary else None
-    return weights.canary.weight if weights is not None else 0
+    if weights is None or weights.canary.pod_template_hash != ctx.new_hash:
+        return 0
+    return weights.canary.weight
 
 
 def _hold_stable(ctx: Reconcile, canary: CanaryStrategy, steps: list[CanaryStep]) -> None:
@@ -115,7 +129,8 @@ def _hold_stable(ctx: Reconcile, canary: CanaryStrategy, steps: list[CanaryStep]
 
 
 def _unwind_abort(ctx: Reconcile, canary: CanaryStrategy) -> None:
-    """Aborted: all traffic back to stable at once; the canary is scaled down after the abort delay."""
+    """Aborted: all traffic back to stable at once (with dynamicStableScale, as fast as the stable
+    can take it); the canary is scaled down after the abort delay."""
     status = ctx.status
     assert ctx.stable_hash is not None
     ctx.note_abort()
@@ -123,7 +138,12 @@ def _unwind_abort(ctx: Reconcile, canary: CanaryStrategy) -> None:
     counts = canary_replica_counts(
         ctx.planning_rollout(), _counts(ctx.new_rs), _counts(ctx.stable_rs), [_counts_of(rs) for rs in _others(ctx)]
     )
-    _services(ctx, canary, ctx.stable_hash, ctx.new_hash, 0 if routed else _observed_weight(ctx, ctx.new_hash))
+    weight = 0 if routed else _observed_weight(ctx, ctx.new_hash)
+    if routed and canary.dynamic_stable_scale and ctx.replicas > 0:
+        # Argo: the stable was scaled down, so traffic returns only as fast as its pods are available.
+        stable_available = ctx.stable_rs.available if ctx.stable_rs else 0
+        weight = min(_current_weight(ctx), max(0, 100 - 100 * stable_available // ctx.replicas))
+    _services(ctx, canary, ctx.stable_hash, ctx.new_hash, weight)
     ctx.scale(ctx.stable_rs, counts.stable)
     ctx.cancel_scale_down(ctx.stable_rs)
     ctx.terminate_runs()
@@ -138,6 +158,8 @@ def _unwind_abort(ctx: Reconcile, canary: CanaryStrategy) -> None:
         ctx.scale(ctx.new_rs, counts.canary)  # setCanaryScale kept (abortScaleDownDelaySeconds: 0)
         return
     delay = defaults.abort_scale_down_delay_seconds(canary)
+    if canary.dynamic_stable_scale and canary.abort_scale_down_delay_seconds is None:
+        delay = -1  # Argo: the canary drained with its traffic; no default delay with dynamicStableScale
     if delay < 0:
         ctx.scale(ctx.new_rs, 0)
     elif delay > 0 and ctx.new_rs is not None and ctx.new_rs.replicas > 0:
@@ -176,7 +198,9 @@ def _progress(ctx: Reconcile, canary: CanaryStrategy, steps: list[CanaryStep]) -
         target = weight if (weight <= applied or ready) else applied
     else:
         target = weight = _observed_weight(ctx, ctx.new_hash)
-    _services(ctx, canary, ctx.stable_hash, ctx.new_hash, target)
+    # Routes of the steps up to this one (a route step's route is applied as it is reached).
+    active = routes.canary_routes(canary, index) if canary.traffic_routing is not None else ()
+    _services(ctx, canary, ctx.stable_hash, ctx.new_hash, target, active)
     ctx.scale_down_old((ctx.new_hash, ctx.stable_hash), canary.scale_down_delay_revision_limit)
 
     if _background_analysis(ctx, canary, index):
@@ -218,7 +242,8 @@ def _step_done(ctx: Reconcile, step: CanaryStep, index: int, at_weight: bool) ->
         return _pause_done(ctx, step)
     if step.analysis is not None:
         return _step_analysis_done(ctx, step, index)
-    # setHeaderRoute / setMirrorRoute complete at once (routes are applied by the router).
+    # setHeaderRoute / setMirrorRoute complete at once, as in Argo: their route went out with
+    # this reconcile's SetCanaryWeight (`_services`), and stays in effect through later steps.
     return True
 
 
@@ -257,6 +282,8 @@ def _background_analysis(ctx: Reconcile, canary: CanaryStrategy, index: int) -> 
     analysis = canary.analysis
     if analysis is None or not analysis.templates or index < (analysis.starting_step or 0):
         return False
+    if ctx.status.promote_full:
+        return False  # Argo skips (and cancels) analysis on a full promotion
     status = ctx.status
     status.canary = status.canary or CanaryStatus()
     slot = status.canary.current_background_analysis_run_status
@@ -298,4 +325,8 @@ def _describe(step: CanaryStep) -> str:
     if step.analysis is not None:
         names = ", ".join(t.template_name for t in step.analysis.templates or [])
         return f"analysis: {names}"
+    if step.set_header_route is not None:
+        return f"setHeaderRoute: {step.set_header_route.name}"
+    if step.set_mirror_route is not None:
+        return f"setMirrorRoute: {step.set_mirror_route.name}"
     return ", ".join(step.kinds())

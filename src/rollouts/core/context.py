@@ -44,6 +44,9 @@ PAUSE_CANARY_STEP = "CanaryPauseStep"
 PAUSE_BLUE_GREEN = "BlueGreenPause"
 PAUSE_INCONCLUSIVE = "InconclusiveAnalysisRun"
 
+# status.duration.completionStatus of an update back to an older revision than the stable.
+ROLLED_BACK = "RolledBack"
+
 
 class Reconcile:
     """Inputs and outputs of one reconcile of one rollout."""
@@ -53,6 +56,10 @@ class Reconcile:
         self.rollout: Rollout = snap.rollout
         self.now: datetime = snap.now
         self.status: RolloutStatus = (snap.rollout.status or RolloutStatus()).model_copy(deep=True)
+        if self.status.promote_full and self.status.abort:
+            # Argo: a full promotion removes the abort; the update goes straight to the new version.
+            self.status.abort = None
+            self.status.aborted_at = None
         self.plan = Plan(self.status)
         self.replicas = defaults.replicas(self.rollout)
         template = self.rollout.spec.template
@@ -310,15 +317,19 @@ class Reconcile:
         """A new revision became current: reset step progress and start the clock.
 
         When the template is an older revision's (undo), that ReplicaSet takes the next
-        revision number, and within `rollbackWindow.revisions` the update skips its steps
-        and analysis, as Argo's fast-track rollback does.
+        revision number. It is a rollback when that revision is older than the stable's; like
+        Argo's isRollbackWithinWindow, one with fewer than `rollbackWindow.revisions` revisions
+        between it and the stable skips its steps and analysis (an unpromoted revision newer
+        than the stable never does). A rollback ends RolledBack / FastRolledBack.
         """
         newest = max((rs.revision for rs in self.snap.replica_sets), default=0)
-        fast_track = False
+        fast_track = rollback = False
         if self.new_rs is not None and self.new_rs.revision < newest:
             window = self.rollout.spec.rollback_window.revisions if self.rollout.spec.rollback_window else None
-            newer = sorted({rs.revision for rs in self.snap.replica_sets if rs.revision > self.new_rs.revision})
-            fast_track = window is not None and len(newer) <= window
+            stable = self.stable_rs.revision if self.stable_rs is not None else 0
+            rollback = self.new_rs.revision < stable
+            between = {rs.revision for rs in self.snap.replica_sets if self.new_rs.revision < rs.revision < stable}
+            fast_track = rollback and window is not None and len(between) < window
             self.plan.actions.append(SetRevision(self.new_rs.name, newest + 1))
             self.new_rs = replace(self.new_rs, revision=newest + 1)
         previous = self.status.current_pod_hash
@@ -332,9 +343,16 @@ class Reconcile:
             # The runs of the superseded revision are not this update's.
             self.status.canary.current_step_analysis_run_status = None
             self.status.canary.current_background_analysis_run_status = None
+        open_update = self.status.duration if self.status.duration and not self.status.duration.finished_at else None
         if previous is not None and self.stable_hash is not None and previous != self.stable_hash:
             self.finish("Superseded", record=False)
-        self.status.duration = RolloutDuration(rollout_started_at=to_rfc3339(self.now))
+        started = to_rfc3339(self.now)
+        if rollback and open_update is not None and open_update.rollout_started_at:
+            started = open_update.rollout_started_at  # Argo: a rollback keeps the original start time
+        # A rollback's outcome is known from the start (Argo keeps it pending, without finishedAt).
+        self.status.duration = RolloutDuration(
+            rollout_started_at=started, completion_status=ROLLED_BACK if rollback else None
+        )
         self.plan.event("RolloutUpdated", f"Rollout updated to revision {self.new_revision()}")
         if fast_track:
             self.status.promote_full = True
@@ -348,16 +366,19 @@ class Reconcile:
         duration = self.status.duration or RolloutDuration()
         if duration.completion_status is not None and duration.finished_at is not None:
             return
+        if duration.completion_status == ROLLED_BACK:
+            # A rollback that completes is RolledBack (FastRolledBack when its steps were skipped).
+            completion = {"Promoted": ROLLED_BACK, "FastPromoted": "FastRolledBack"}.get(completion, completion)
         duration.finished_at = to_rfc3339(self.now)
         duration.completion_status = completion
         self.status.duration = duration
 
     def reopen_after_retry(self) -> None:
-        """A retried update (abort cleared by the user) is in flight again: its outcome is open."""
+        """A retried update (abort cleared by the user) is in flight again: its outcome is open,
+        and its clock restarts (as Argo's DurationSuite checks)."""
         duration = self.status.duration
         if duration is not None and duration.completion_status == "Aborted" and not self.status.abort:
-            duration.completion_status = None
-            duration.finished_at = None
+            self.status.duration = RolloutDuration(rollout_started_at=to_rfc3339(self.now))
 
     def abort(self, message: str) -> None:
         """Abort the update: the strategies route traffic back to stable on this same reconcile."""

@@ -54,11 +54,12 @@ def rollout_phase(rollout: Rollout, status: RolloutStatus) -> PhaseResult:
         if active != status.current_pod_hash:
             return PhaseResult(PROGRESSING, "active service cutover pending")
         if status.stable_rs != status.current_pod_hash:
-            return PhaseResult(PROGRESSING, "waiting for post-promotion verification to complete")
-    elif status.stable_rs != status.current_pod_hash:
-        return PhaseResult(PROGRESSING, "waiting for all steps to complete")
+            return PhaseResult(PROGRESSING, "waiting for analysis to complete")
+        return PhaseResult(HEALTHY, "")
     canary = rollout.spec.strategy.canary
-    basic_canary = canary is not None and canary.traffic_routing is None
-    if basic_canary and (status.replicas or 0) > updated:
+    # Only a basic canary: the others keep old replicas up on purpose (scaleDownDelaySeconds).
+    if canary is not None and canary.traffic_routing is None and (status.replicas or 0) > updated:
         return PhaseResult(PROGRESSING, "old replicas are pending termination")
+    if status.stable_rs != status.current_pod_hash:
+        return PhaseResult(PROGRESSING, "waiting for all steps to complete")
     return PhaseResult(HEALTHY, "")

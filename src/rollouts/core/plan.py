@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from rollouts.core.routes import ActiveRoute
 from rollouts.model.rollout import AnalysisTemplateRef, DryRun, MeasurementRetention, Rollout, RolloutStatus
 
 # AnalysisRun kinds, as in the `rollout-type` label.
@@ -30,6 +31,22 @@ class PodView:
     ready: bool
     # Being deleted or replaced (deletionTimestamp, or a restart requested on the embedded platform).
     terminating: bool = False
+    # Sorted (key, value) pairs; ephemeral metadata compares them with the role's metadata.
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class EphemeralMetadata:
+    """Role labels/annotations injected into a ReplicaSet's pods (canaryMetadata, stableMetadata,
+    previewMetadata, activeMetadata), as sorted (key, value) pairs."""
+
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.labels and not self.annotations
 
 
 @dataclass(frozen=True)
@@ -43,8 +60,11 @@ class ReplicaSetView:
     template: dict[str, Any]
     scale_down_at: datetime | None = None
     # The ReplicaSet's pods, listed by the platforms while a restart is pending
-    # (`restart.restart_pending`): restartAt compares their creation times.
+    # (`restart.restart_pending`): restartAt compares their creation times. Also listed while
+    # ephemeral metadata is in use (`metadata.wants_pods`): their labels/annotations are checked.
     pods: tuple[PodView, ...] = ()
+    # What the `rollout.argoproj.io/ephemeral-metadata` annotation records as injected (None: absent).
+    ephemeral: EphemeralMetadata | None = None
 
 
 @dataclass(frozen=True)
@@ -130,12 +150,17 @@ class PointService:
 
 @dataclass(frozen=True)
 class SetCanaryWeight:
-    """Send `weight` % of the stable service's traffic to the canary service's pods."""
+    """Send `weight` % of the stable service's traffic to the canary service's pods, and apply
+    the managed routes in effect (`core.routes`; empty = none), in precedence order.
+
+    One field for both kinds of route, not one per kind: precedence runs across them (a mirror
+    route listed first in managedRoutes wins over a header route for a request both match)."""
 
     stable_service: str
     canary_service: str | None
     canary_hash: str
     weight: int
+    routes: tuple[ActiveRoute, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -173,6 +198,18 @@ class RestartPod:
 
 
 @dataclass(frozen=True)
+class SetEphemeralMetadata:
+    """Make ReplicaSet `name`'s pod template and pods carry `wanted` (the role's metadata) and no
+    longer carry the previously injected keys `remove_labels`/`remove_annotations`; the
+    ReplicaSet's bookkeeping annotation then records `wanted` (see `core.metadata`)."""
+
+    name: str
+    wanted: EphemeralMetadata
+    remove_labels: tuple[str, ...] = ()
+    remove_annotations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RecordEvent:
     type: str
     reason: str
@@ -191,6 +228,7 @@ Action = (
     | TerminateAnalysisRun
     | DeleteAnalysisRun
     | RestartPod
+    | SetEphemeralMetadata
     | RecordEvent
 )
 

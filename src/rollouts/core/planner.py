@@ -7,7 +7,7 @@ time only from `snapshot.now`, so every behaviour is testable with tables and a 
 
 from __future__ import annotations
 
-from rollouts.core import history, progress, restart
+from rollouts.core import history, metadata, progress, restart
 from rollouts.core.bluegreen import plan_blue_green
 from rollouts.core.canary import plan_canary
 from rollouts.core.context import Reconcile
@@ -29,6 +29,8 @@ def plan(snap: Snapshot) -> Plan:
         elif ctx.rollout.spec.strategy.canary is not None:
             plan_canary(ctx)
         restart.plan_restart(ctx)
+        # After the strategy: roles follow this reconcile's status.stableRS and new ReplicaSet.
+        metadata.plan_ephemeral_metadata(ctx)
     history.trim_analysis_runs(ctx)
     _replica_counts(ctx)
     generation = ctx.rollout.metadata.generation
@@ -69,7 +71,9 @@ def _conditions(ctx: Reconcile) -> None:
         "Rollout has minimum availability" if available else "Rollout does not have minimum availability",
     )
     if status.abort:
-        _set_condition(ctx, "Progressing", "False", "RolloutAborted", status.message or "Rollout aborted update")
+        # Argo's condition message is the phase message without its "RolloutAborted: " prefix.
+        message = (status.message or "Rollout aborted update").removeprefix("RolloutAborted: ")
+        _set_condition(ctx, "Progressing", "False", "RolloutAborted", message)
     elif status.pause_conditions or ctx.rollout.spec.paused:
         _set_condition(ctx, "Progressing", "Unknown", "RolloutPaused", "Rollout is paused")
     elif status.stable_rs == ctx.new_hash and (status.available_replicas or 0) >= ctx.replicas:
@@ -87,23 +91,23 @@ def _conditions(ctx: Reconcile) -> None:
         ctx,
         "Paused",
         "True" if paused else "False",
-        "RolloutPaused" if paused else "RolloutResumed",
-        "Rollout is paused" if paused else "Rollout is resumed",
+        "RolloutPaused",  # Argo keeps reason and message when the condition turns False
+        "Rollout is paused",
     )
     completed = status.stable_rs == ctx.new_hash and not status.abort
     _set_condition(
         ctx,
         "Completed",
         "True" if completed else "False",
-        "RolloutCompleted" if completed else "RolloutNotCompleted",
-        "Rollout completed update to revision" if completed else "Rollout not completed, started update to revision",
+        "RolloutCompleted",  # Argo: the same reason and message either way (RolloutNotCompleted is an event)
+        "RolloutCompleted",
     )
     healthy = completed and available and not paused
     _set_condition(
         ctx,
         "Healthy",
         "True" if healthy else "False",
-        "RolloutHealthy" if healthy else "RolloutNotHealthy",
+        "RolloutHealthy",  # Argo: one reason, two messages
         "Rollout is healthy" if healthy else "Rollout is not healthy",
     )
 

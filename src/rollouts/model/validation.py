@@ -443,11 +443,27 @@ def _validate_step(
         _validate_analysis(out, rollout, f"{path}.analysis", step.analysis)
     if step.set_header_route is not None:
         route_path = f"{path}.setHeaderRoute"
+        # nginx (one header: canary-by-header) and the embedded proxy (trafficRouting with
+        # managedRoutes and no router) apply header routes too, beyond Argo's list.
         if routing is None or not (
-            routing.istio is not None or routing.alb is not None or routing.apisix is not None or routing.plugins
+            routing.istio is not None
+            or routing.alb is not None
+            or routing.apisix is not None
+            or routing.plugins
+            or routing.nginx is not None
+            or not routing.routers()
         ):
-            out.error(route_path, "needs trafficRouting through istio, alb, apisix or plugins")
+            out.error(
+                route_path,
+                "needs trafficRouting through istio, alb, apisix, nginx or plugins, or trafficRouting with "
+                "managedRoutes alone (the embedded proxy)",
+            )
         else:
+            if routing.nginx is not None and len(step.set_header_route.match or []) > 1:
+                out.warning(
+                    f"{route_path}.match",
+                    "the nginx router matches one header only: match[0] is applied, the others are ignored",
+                )
             for j, match in enumerate(step.set_header_route.match or []):
                 match_path = f"{route_path}.match[{j}].headerValue"
                 if routing.alb is not None:
@@ -458,8 +474,16 @@ def _validate_step(
         _validate_route_name(out, canary, route_path, step.set_header_route.name, route_names)
     if step.set_mirror_route is not None:
         route_path = f"{path}.setMirrorRoute"
-        if routing is None or not (routing.istio is not None or routing.plugins):
-            out.error(route_path, "needs trafficRouting through istio or plugins")
+        if routing is None or not (
+            routing.istio is not None or routing.plugins or routing.nginx is not None or not routing.routers()
+        ):
+            out.error(
+                route_path,
+                "needs trafficRouting through istio or plugins, or trafficRouting with managedRoutes alone "
+                "(the embedded proxy)",
+            )
+        elif routing.nginx is not None:
+            out.warning(route_path, "the nginx router cannot mirror traffic: this step completes without effect")
         for j, block in enumerate(step.set_mirror_route.match or []):
             for key in ("method", "path"):
                 value = block.get(key) if isinstance(block, dict) else None

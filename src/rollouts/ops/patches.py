@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from rollouts.core import metadata
+from rollouts.core.plan import EphemeralMetadata, SetEphemeralMetadata
+
 Obj = dict[str, Any]
 
 
@@ -167,6 +170,14 @@ def undo(ro: Obj, replica_sets: list[Obj], to_revision: int = 0) -> Patch:
     labels = (template.get("metadata") or {}).get("labels")
     if isinstance(labels, dict):
         labels.pop(HASH_LABEL, None)
+    # Role labels/annotations injected by ephemeral metadata are not the revision's template:
+    # copied back they would change its hash (a new revision instead of the old one).
+    injected = metadata.parse_bookkeeping((target.get("metadata") or {}).get("annotations") or {})
+    if injected is not None:
+        strip = SetEphemeralMetadata(
+            "", EphemeralMetadata(), tuple(k for k, _ in injected.labels), tuple(k for k, _ in injected.annotations)
+        )
+        metadata.apply_to_template(template, strip)
     new = copy.deepcopy(ro)
     new["spec"]["template"] = template
     return Patch(new, spec=True)

@@ -2,7 +2,7 @@
 
 The controller never knows whether pods are local processes or Kubernetes pods: it lists a
 rollout's ReplicaSets as `ReplicaSetView`s (with their pods), creates and scales them, deletes pods for a restart, points Services at a
-revision, and sets the canary weight. The embedded platform and the Kubernetes platform
+revision, and sets the canary weight and managed routes. The embedded platform and the Kubernetes platform
 implement these; tests may use either.
 """
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from rollouts.core.plan import ReplicaSetView
+from rollouts.core.plan import ReplicaSetView, SetEphemeralMetadata
+from rollouts.core.routes import ActiveRoute
 from rollouts.model.rollout import Rollout
 
 
@@ -34,6 +35,12 @@ class Workloads(Protocol):
         """Delete one pod so that its ReplicaSet replaces it (spec.restartAt); a missing pod is no error."""
         ...
 
+    async def set_ephemeral_metadata(self, namespace: str, change: SetEphemeralMetadata) -> None:
+        """Carry out `change` on the ReplicaSet's pod template, its running pods (in place, not
+        restarted) and its bookkeeping annotation, in the order `core.metadata` describes; a
+        missing ReplicaSet or pod is no error."""
+        ...
+
 
 class Services(Protocol):
     def exists(self, namespace: str, name: str) -> bool: ...
@@ -52,7 +59,13 @@ class TrafficRouter(Protocol):
         canary_service: str | None,
         canary_hash: str,
         weight: int,
-    ) -> None: ...
+        routes: tuple[ActiveRoute, ...] = (),
+    ) -> None:
+        """Send `weight` % of the stable Service's traffic to the canary, and make `routes` (the
+        managed routes in effect, by precedence; `core.routes`) the only managed routes: a route
+        not in `routes` is removed. A router that cannot express a route says so in a Warning
+        and applies what it can."""
+        ...
 
 
 class Platform(Protocol):

@@ -24,6 +24,7 @@ from rollouts.platform.embedded.routing import Backend, RevisionBackends, Routin
 
 if TYPE_CHECKING:
     from rollouts.platform.embedded.proxy_metrics import RevisionStats
+    from rollouts.platform.embedded.proxy_routes import RouteRules
 
 NO_REVISION = "none"
 """Revision label of a request that fell to a side of the table with no `RevisionBackends`."""
@@ -77,13 +78,14 @@ class BackendHealth:
 class RevisionPool:
     """The pods of one revision, picked in round robin."""
 
-    __slots__ = ("backends", "label", "revision", "stats", "turn")
+    __slots__ = ("backends", "label", "mirror_turn", "revision", "stats", "turn")
 
     def __init__(self, revision: RevisionBackends | None) -> None:
         self.revision = revision
         self.label = revision.revision if revision is not None else NO_REVISION
         self.backends: tuple[Backend, ...] = revision.backends if revision is not None else ()
         self.turn = 0  # counts picks: the next pod is `backends[turn % len(backends)]`
+        self.mirror_turn = 0  # the same, for mirrored copies (their own rotation: see `proxy_mirror`)
         # The proxy's counters of this revision, cached here by the proxy. `turn` and `stats` are
         # public because the proxy's hot path reads them directly instead of calling `pick`.
         self.stats: RevisionStats | None = None
@@ -124,10 +126,15 @@ class RevisionPool:
 class WeightedBalancer:
     """Picks the revision of each request by smooth weighted round robin (see module doc)."""
 
-    __slots__ = ("_canary_score", "_canary_weight", "_primary_score", "canary", "fixed", "primary", "table")
+    __slots__ = ("_canary_score", "_canary_weight", "_primary_score", "canary", "fixed", "primary", "rules", "table")
 
-    def __init__(self, table: RoutingTable, previous: WeightedBalancer | None = None) -> None:
+    def __init__(
+        self, table: RoutingTable, previous: WeightedBalancer | None = None, rules: RouteRules | None = None
+    ) -> None:
+        """`rules`: the table's routes, compiled (`proxy_routes.compile_rules`); ignored without a canary."""
         self.table = table
+        # Consulted by the proxy before `pick` when set: header routes and mirrors come first.
+        self.rules = rules if table.canary is not None else None
         weight = min(max(int(table.canary_weight), 0), TOTAL_WEIGHT)
         if table.canary is None:
             weight = 0  # no canary side: everything goes to the primary
@@ -145,9 +152,12 @@ class WeightedBalancer:
                 self._primary_score = previous._primary_score
                 self._canary_score = previous._canary_score
         # The pool every request goes to when the weight is 0 or 100, else None: the proxy reads
-        # it before calling `pick`, which saves a call per request in the common case.
+        # it before calling `pick`, which saves a call per request in the common case. With
+        # routes, None: a request may match one (see `proxy_routes`).
         self.fixed: RevisionPool | None
-        if weight == 0:
+        if self.rules is not None:
+            self.fixed = None
+        elif weight == 0:
             self.fixed = self.primary
         elif weight == TOTAL_WEIGHT:
             self.fixed = self.canary

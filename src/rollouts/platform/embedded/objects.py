@@ -2,7 +2,7 @@
 
 ReplicaSets and Pods are stored like their Kubernetes counterparts, so the CLI can draw the
 same tree on either platform. The traffic router's state lives in annotations on the stable
-Service: the canary revision and its weight.
+Service: the canary revision, its weight and the managed routes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ SCALE_DOWN_DEADLINE_ANNOTATION = "scale-down-deadline"
 CANARY_WEIGHT_ANNOTATION = "rollouts.io/canary-weight"
 CANARY_HASH_ANNOTATION = "rollouts.io/canary-pod-template-hash"
 CANARY_SERVICE_ANNOTATION = "rollouts.io/canary-service"
+# The managed routes in effect (setHeaderRoute/setMirrorRoute), `core.routes.routes_json`; absent = none.
+MANAGED_ROUTES_ANNOTATION = "rollouts.io/managed-routes"
 ROLLOUT_LABEL = "rollout"
 
 Obj = dict[str, Any]

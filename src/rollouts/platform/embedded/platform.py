@@ -12,9 +12,11 @@ import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
+from rollouts.core import metadata
 from rollouts.core.hashing import HASH_LABEL
-from rollouts.core.plan import PodView, ReplicaSetView
+from rollouts.core.plan import PodView, ReplicaSetView, SetEphemeralMetadata
 from rollouts.core.restart import restart_pending
+from rollouts.core.routes import ActiveRoute, routes_json
 from rollouts.core.timeutil import parse_rfc3339, to_rfc3339
 from rollouts.model import validation
 from rollouts.model.rollout import Rollout
@@ -27,22 +29,25 @@ from rollouts.store.sqlite import SqliteStore
 RESTART_REQUESTED_ANNOTATION = "rollouts.io/restart-requested"
 
 
-def _pods_by_replica_set(store: SqliteStore, namespace: str) -> dict[str, list[PodView]]:
-    pods: dict[str, list[PodView]] = {}
-    for pod in store.list("Pod", namespace):
-        owner = objects.owner_name(pod, "ReplicaSet")
+def _pods_of(store: SqliteStore, namespace: str, rs_name: str) -> tuple[PodView, ...]:
+    """The ReplicaSet's pods, oldest first, read through the store's owner index."""
+    pods = []
+    for pod in store.list("Pod", namespace, owner=("ReplicaSet", rs_name)):
         created = parse_rfc3339(pod["metadata"].get("creationTimestamp"))
-        if owner is None or created is None:
+        if created is None:
             continue
-        pods.setdefault(owner, []).append(
+        notes = objects.annotations_of(pod)
+        pods.append(
             PodView(
                 name=str(pod["metadata"]["name"]),
                 created=created,
                 ready=bool((pod.get("status") or {}).get("ready")),
-                terminating=RESTART_REQUESTED_ANNOTATION in objects.annotations_of(pod),
+                terminating=RESTART_REQUESTED_ANNOTATION in notes,
+                labels=metadata.pairs(objects.labels_of(pod)),
+                annotations=metadata.pairs(notes),
             )
         )
-    return pods
+    return tuple(sorted(pods, key=lambda pod: (pod.created, pod.name)))
 
 
 class EmbeddedWorkloads:
@@ -51,22 +56,27 @@ class EmbeddedWorkloads:
 
     def replica_sets(self, rollout: Rollout) -> list[ReplicaSetView]:
         namespace = rollout.metadata.namespace or "default"
-        pods = _pods_by_replica_set(self.store, namespace) if restart_pending(rollout) else {}
+        restarting = restart_pending(rollout)
         views = []
         for rs in self.store.list("ReplicaSet", namespace, owner=("Rollout", rollout.metadata.name)):
             status = rs.get("status") or {}
             hash_ = objects.labels_of(rs).get(HASH_LABEL, "")
+            notes = objects.annotations_of(rs)
+            name = rs["metadata"]["name"]
+            replicas = int(rs["spec"].get("replicas", 0))
+            listed = restarting or metadata.wants_pods(rollout, notes, replicas)
             views.append(
                 ReplicaSetView(
-                    name=rs["metadata"]["name"],
+                    name=name,
                     pod_hash=hash_,
-                    revision=int(objects.annotations_of(rs).get(objects.REVISION_ANNOTATION, "0")),
-                    replicas=int(rs["spec"].get("replicas", 0)),
+                    revision=int(notes.get(objects.REVISION_ANNOTATION, "0")),
+                    replicas=replicas,
                     ready=int(status.get("readyReplicas", 0)),
                     available=int(status.get("availableReplicas", 0)),
                     template=rs["spec"].get("template") or {},
                     scale_down_at=objects.scale_down_deadline(rs),
-                    pods=tuple(sorted(pods.get(rs["metadata"]["name"], []), key=lambda pod: (pod.created, pod.name))),
+                    pods=_pods_of(self.store, namespace, name) if listed else (),
+                    ephemeral=metadata.parse_bookkeeping(notes),
                 )
             )
         return views
@@ -140,6 +150,32 @@ class EmbeddedWorkloads:
         with contextlib.suppress(NotFoundError):
             self.store.mutate("Pod", name, namespace, change)
 
+    async def set_ephemeral_metadata(self, namespace: str, change: SetEphemeralMetadata) -> None:
+        """Template (bookkeeping widened), then the Pod objects, then the bookkeeping narrowed;
+        the runtime routes by the Pod objects' labels, so a Service selecting a role label
+        follows the change."""
+        if self.store.get("ReplicaSet", change.name, namespace) is None:
+            return
+
+        def template(rs: dict[str, Any]) -> None:
+            recorded = metadata.parse_bookkeeping(objects.annotations_of(rs))
+            metadata.apply_to_template(rs["spec"].setdefault("template", {}), change)
+            metadata.set_bookkeeping(rs, metadata.widened(recorded, change))
+
+        def pod_meta(pod: dict[str, Any]) -> None:
+            metadata.apply_to(pod["metadata"], change)
+
+        def narrowed(rs: dict[str, Any]) -> None:
+            metadata.set_bookkeeping(rs, change.wanted)
+
+        with contextlib.suppress(NotFoundError):
+            self.store.mutate("ReplicaSet", change.name, namespace, template)
+            for pod in self.store.list("Pod", namespace, owner=("ReplicaSet", change.name)):
+                if metadata.apply_to(dict(pod["metadata"]), change):
+                    with contextlib.suppress(NotFoundError):
+                        self.store.mutate("Pod", pod["metadata"]["name"], namespace, pod_meta)
+            self.store.mutate("ReplicaSet", change.name, namespace, narrowed)
+
 
 class EmbeddedServices:
     def __init__(self, store: SqliteStore) -> None:
@@ -160,7 +196,8 @@ class EmbeddedServices:
 
 
 class EmbeddedTraffic:
-    """The built-in proxy as a traffic router: weight and canary revision on the stable Service."""
+    """The built-in proxy as a traffic router: weight, canary revision and managed routes
+    (header routes and mirrors, as JSON) on the stable Service."""
 
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
@@ -173,6 +210,7 @@ class EmbeddedTraffic:
         canary_service: str | None,
         canary_hash: str,
         weight: int,
+        routes: tuple[ActiveRoute, ...] = (),
     ) -> None:
         current = self.store.get("Service", stable_service, namespace)
         if current is None:
@@ -182,12 +220,21 @@ class EmbeddedTraffic:
             objects.CANARY_HASH_ANNOTATION: canary_hash,
             objects.CANARY_SERVICE_ANNOTATION: canary_service or "",
         }
+        routes_value = routes_json(routes) if routes else None
         notes = objects.annotations_of(current)
-        if all(notes.get(k) == v for k, v in wanted.items()):
+        if (
+            all(notes.get(k) == v for k, v in wanted.items())
+            and notes.get(objects.MANAGED_ROUTES_ANNOTATION) == routes_value
+        ):
             return
 
         def change(svc: dict[str, Any]) -> None:
-            svc["metadata"].setdefault("annotations", {}).update(wanted)
+            annotations = svc["metadata"].setdefault("annotations", {})
+            annotations.update(wanted)
+            if routes_value is None:
+                annotations.pop(objects.MANAGED_ROUTES_ANNOTATION, None)
+            else:
+                annotations[objects.MANAGED_ROUTES_ANNOTATION] = routes_value
 
         self.store.mutate("Service", stable_service, namespace, change)
 

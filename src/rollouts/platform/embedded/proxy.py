@@ -3,12 +3,16 @@
 Every Kubernetes Service of a rollout is a listener (`add_service`) on 127.0.0.1. Each request
 is routed by the service's current `RoutingTable` (`set_routing`): a `WeightedBalancer` picks
 the revision (primary or canary, exact smooth weighted round robin) and then a pod of that
-revision (round robin, skipping pods that failed recently).
+revision (round robin, skipping pods that failed recently). A canary's managed routes come
+first when the table has any (`proxy_routes`): a header route sends matching requests to the
+canary whatever the weight, a mirror route copies a share of matching requests to a canary pod
+in the background (`proxy_mirror`).
 
 Modules: this one is the server (listeners, routing tables, timers, stats); `proxy_http` the
 client side (`ClientConn`: requests in, responses out) and the header rules; `upstream` the
 backend side (`Upstream` connections and their `UpstreamPool`, response heads);
-`proxy_metrics` the counters and the admin endpoint.
+`proxy_metrics` the counters and the admin endpoint; `proxy_routes` and `proxy_mirror` the
+managed routes.
 
 Design, in short:
 
@@ -72,6 +76,8 @@ from rollouts.platform.embedded.balancer import (
 )
 from rollouts.platform.embedded.proxy_http import ClientConn, Exchange
 from rollouts.platform.embedded.proxy_metrics import AdminEndpoint, ProxyMetrics, RevisionStats
+from rollouts.platform.embedded.proxy_mirror import DEFAULT_MAX_BODY, MirrorSender
+from rollouts.platform.embedded.proxy_routes import compile_rules
 from rollouts.platform.embedded.routing import RoutingTable
 from rollouts.platform.embedded.upstream import Upstream, UpstreamPool
 
@@ -132,6 +138,10 @@ class ProxyServer:
         upstream_idle_timeout: float = 4.0,
         max_idle_per_backend: int = 256,
         shutdown_grace: float = 5.0,
+        mirror_timeout: float = 5.0,
+        mirror_max_in_flight: int = 32,
+        mirror_max_queued: int = 256,
+        mirror_max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.metrics = metrics if metrics is not None else ProxyMetrics()
         self.read_timeout = read_timeout
@@ -146,6 +156,16 @@ class ProxyServer:
             connect_timeout=connect_timeout,
             idle_timeout=upstream_idle_timeout,
             max_idle_per_backend=max_idle_per_backend,
+            time=self._time,
+        )
+        # Copies of mirrored requests (bounded; see `proxy_mirror`).
+        self.mirror = MirrorSender(
+            connect_timeout=connect_timeout,
+            timeout=mirror_timeout,
+            max_in_flight=mirror_max_in_flight,
+            max_queued=mirror_max_queued,
+            max_body=mirror_max_body,
+            idle_timeout=upstream_idle_timeout,
             time=self._time,
         )
         self._services: dict[str, Service] = {}
@@ -166,7 +186,7 @@ class ProxyServer:
 
     @connect_timeout.setter
     def connect_timeout(self, value: float) -> None:
-        self._pool.connect_timeout = value
+        self._pool.connect_timeout = self.mirror.connect_timeout = value
 
     @property
     def upstream_idle_timeout(self) -> float:
@@ -174,7 +194,7 @@ class ProxyServer:
 
     @upstream_idle_timeout.setter
     def upstream_idle_timeout(self, value: float) -> None:
-        self._pool.idle_timeout = value
+        self._pool.idle_timeout = self.mirror.idle_timeout = value
 
     @property
     def max_idle_per_backend(self) -> int:
@@ -243,7 +263,8 @@ class ProxyServer:
             route = self._routes[name] = Route(name, self.metrics)
         if route.table == table:
             return  # unchanged: keep the balancer's sequence going
-        balancer = WeightedBalancer(table, previous=route.balancer)
+        rules = compile_rules(name, table.routes, route.balancer.rules) if table.canary is not None else None
+        balancer = WeightedBalancer(table, previous=route.balancer, rules=rules)
         for pool in balancer.pools():
             route.revision_stats(pool.label)
         route.balancer = balancer
@@ -299,6 +320,7 @@ class ProxyServer:
         for conn in clients:
             conn.abort()
         await self._pool.close()
+        await self.mirror.close()
         for conn in clients:
             ex = conn.current
             if ex is not None and ex.upstream is not None:
@@ -339,13 +361,16 @@ class ProxyServer:
                     revisions[pool.label] = route.revision_stats(pool.label)
             primary = balancer.primary.label if balancer.primary.revision is not None else None
             canary = balancer.canary.label if balancer.canary.revision is not None else None
-        return {
+        out: dict[str, Any] = {
             "port": svc.port if svc is not None else None,
             "canary_weight": weight,
             "primary_revision": primary,
             "canary_revision": canary,
             "revisions": {label: revisions[label].summary() for label in sorted(revisions)},
         }
+        if route is not None and route.balancer.rules is not None:
+            out["routes"] = [rule.name for rule in route.balancer.rules.rules]  # by precedence
+        return out
 
     # -- internals: loop, timers ---------------------------------------------------------------
 
@@ -394,6 +419,7 @@ class ProxyServer:
 
     def _sweep(self, now: float) -> None:
         self._pool.sweep(now)
+        self.mirror.sweep(now)
         keepalive = self.keepalive_timeout
         for svc in list(self._services.values()):
             for conn in list(svc.conns):

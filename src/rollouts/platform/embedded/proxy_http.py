@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from rollouts.platform.embedded.balancer import RevisionPool
     from rollouts.platform.embedded.proxy import ProxyServer, Service
     from rollouts.platform.embedded.proxy_metrics import RevisionStats
+    from rollouts.platform.embedded.proxy_mirror import PendingMirror
     from rollouts.platform.embedded.routing import Backend
     from rollouts.platform.embedded.upstream import Upstream
 
@@ -232,6 +233,7 @@ class Exchange:
     retried = False
     body_buf: list[bytes] | None = None
     body_buffered = 0
+    mirror: PendingMirror | None = None  # a mirrored copy waiting for this request's body
     body_bytes = 0
     request_done = False
     request_sent = False
@@ -478,6 +480,9 @@ class ClientConn(asyncio.Protocol):
             text = f"413 request body too large (limit {self.proxy.max_body_size} bytes)"
             self._reject_body(ex, 413, text)
             return
+        mirror = ex.mirror
+        if mirror is not None:
+            mirror.add(body, ex)
         if ex.req_chunked:
             body = b"%x\r\n%b\r\n" % (len(body), body)
         self._send_body(ex, body)
@@ -537,7 +542,11 @@ class ClientConn(asyncio.Protocol):
             self._local_response(ex, *ex.local)
             return
         balancer = route.balancer
-        pool = balancer.fixed or balancer.pick()
+        pool = balancer.fixed
+        if pool is None:
+            # Weighted, or a table with routes (header routes, mirrors): see `proxy_routes`.
+            rules = balancer.rules
+            pool = balancer.pick() if rules is None else rules.route(ex, balancer, self)
         ex.pool = pool
         rstats = pool.stats
         if rstats is None:

@@ -13,6 +13,12 @@ Series:
 * `rollouts_proxy_request_duration_seconds{service,revision}` histogram (1 ms … 10 s)
 * `rollouts_proxy_requests_in_flight{service,revision}` gauge
 * `rollouts_proxy_upstream_errors_total{service,revision,reason}` counter
+* `rollouts_proxy_header_routed_requests_total{service,revision}` counter: requests a header
+  route sent to this (canary) revision
+* `rollouts_proxy_mirrored_requests_total{service,revision,code}` counter: mirrored copies this
+  revision answered, by status code (the copies' responses go to no client)
+* `rollouts_proxy_mirror_dropped_total{service,revision,reason}` counter: copies for this
+  revision not made or not answered (`proxy_mirror`: overload, body, no_backend, timeout, error)
 
 `AdminEndpoint` serves them (`/metrics`, `/stats`). `/stats` (see `RevisionStats.summary`) adds, per revision, the totals and the numbers of the last
 `window_seconds` (30 by default) kept in per-second buckets: requests, 5xx errors, error rate
@@ -126,7 +132,10 @@ class RevisionStats:
         "duration_buckets",
         "duration_sum",
         "errors",
+        "header_routed",
         "in_flight",
+        "mirror_codes",
+        "mirror_dropped",
         "pending",
         "requests",
         "revision",
@@ -146,6 +155,9 @@ class RevisionStats:
         self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
         self.duration_sum = 0.0
         self.upstream_errors: dict[str, int] = {}
+        self.header_routed = 0
+        self.mirror_codes: dict[int, int] = {}
+        self.mirror_dropped: dict[str, int] = {}
         self.window = _Window(window_seconds)
         # Requests answered but not counted yet, (code, duration, time.monotonic()) each; see
         # `drain`. None when the clock is not `time.monotonic` (then use `record`).
@@ -240,6 +252,14 @@ class RevisionStats:
     def upstream_error(self, reason: str) -> None:
         self.upstream_errors[reason] = self.upstream_errors.get(reason, 0) + 1
 
+    def mirror_answered(self, code: int) -> None:
+        """A mirrored copy sent to this revision got a response with `code` (dropped)."""
+        self.mirror_codes[code] = self.mirror_codes.get(code, 0) + 1
+
+    def mirror_drop(self, reason: str) -> None:
+        """A copy for this revision was not made, or got no response (see `proxy_mirror`)."""
+        self.mirror_dropped[reason] = self.mirror_dropped.get(reason, 0) + 1
+
     def summary(self) -> dict[str, Any]:
         """This revision's part of `/stats`."""
         self.drain()
@@ -252,6 +272,9 @@ class RevisionStats:
             "window_errors": e,
             "error_rate": (e / n) if n else 0.0,
             "p95_latency_seconds": round(p95, 6),
+            "header_routed": self.header_routed,
+            "mirrored": sum(self.mirror_codes.values()),
+            "mirror_dropped": sum(self.mirror_dropped.values()),
         }
 
 
@@ -281,6 +304,22 @@ class _ProxyCollector(Collector):
             "Failures talking to a backend (connect, timeout, reset, invalid response), by reason.",
             labels=[*labels2, "reason"],
         )
+        header_routed = CounterMetricFamily(
+            "rollouts_proxy_header_routed_requests_total",
+            "Requests sent to this revision by a header route (setHeaderRoute), whatever the weight.",
+            labels=labels2,
+        )
+        mirrored = CounterMetricFamily(
+            "rollouts_proxy_mirrored_requests_total",
+            "Mirrored copies (setMirrorRoute) answered by this revision, by status code; no client sees them.",
+            labels=[*labels2, "code"],
+        )
+        mirror_dropped = CounterMetricFamily(
+            "rollouts_proxy_mirror_dropped_total",
+            "Mirrored copies for this revision not made or not answered, by reason "
+            "(overload, body, no_backend, timeout, error).",
+            labels=[*labels2, "reason"],
+        )
         for rs in list(self._metrics.all_revisions()):
             rs.drain()
             key = [rs.service, rs.revision]
@@ -296,10 +335,19 @@ class _ProxyCollector(Collector):
             in_flight.add_metric(key, rs.in_flight)
             for reason, count in sorted(rs.upstream_errors.items()):
                 upstream_errors.add_metric([*key, reason], count)
+            if rs.header_routed:
+                header_routed.add_metric(key, rs.header_routed)
+            for code, count in sorted(rs.mirror_codes.items()):
+                mirrored.add_metric([*key, str(code)], count)
+            for reason, count in sorted(rs.mirror_dropped.items()):
+                mirror_dropped.add_metric([*key, reason], count)
         yield requests
         yield duration
         yield in_flight
         yield upstream_errors
+        yield header_routed
+        yield mirrored
+        yield mirror_dropped
 
 
 class ProxyMetrics:

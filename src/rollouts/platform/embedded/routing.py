@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rollouts.core.routes import ActiveRoute
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -34,9 +36,15 @@ class RoutingTable:
     `primary` takes `100 - canary_weight` percent of requests, `canary` the rest. A
     blue/green Service, or a canary Service, has only a primary. With no ready backend for
     the revision a request falls to, the proxy answers 503 naming the service.
+
+    `routes` (a canary's setHeaderRoute/setMirrorRoute routes, by precedence) come first: the
+    first route a request matches decides; a header route sends it to the canary whatever the
+    weight, a mirror route lets the weight decide and copies it to the canary (`proxy_routes`).
+    They need a canary side and are ignored without one.
     """
 
     primary: RevisionBackends | None = None
     canary: RevisionBackends | None = None
     canary_weight: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    routes: tuple[ActiveRoute, ...] = ()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -36,6 +37,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rollouts.core.hashing import HASH_LABEL
+from rollouts.core.routes import ActiveRoute, RouteFormatError, routes_from_json
 from rollouts.core.timeutil import parse_rfc3339, to_rfc3339
 from rollouts.model.pod import PodTemplateSpec
 from rollouts.platform.embedded import objects
@@ -167,7 +169,9 @@ class EmbeddedRuntime:
                 continue
             try:
                 while self._restart_checks:
-                    self._replace_if_requested(self._restart_checks.pop())
+                    pod = self._restart_checks.pop()
+                    self._follow_labels(pod)
+                    self._replace_if_requested(pod)
                 while self._dirty_rs:
                     namespace, name = self._dirty_rs.pop()
                     await self._sync_replica_set(namespace, name)
@@ -298,6 +302,8 @@ class EmbeddedRuntime:
         template = PodTemplateSpec.model_validate(rs["spec"]["template"])
         pod_name = f"{rs['metadata']['name']}-{secrets.token_hex(3)[:5]}"
         labels = dict((template.metadata.labels if template.metadata else None) or {})
+        # The template's annotations too: ephemeral metadata (core.metadata) puts role annotations there.
+        annotations = dict((template.metadata.annotations if template.metadata else None) or {})
         self._pod_meta[pod_name] = (namespace, rs["metadata"]["name"], labels)
         created = self.store.create(
             {
@@ -307,6 +313,7 @@ class EmbeddedRuntime:
                     "name": pod_name,
                     "namespace": namespace,
                     "labels": labels,
+                    **({"annotations": annotations} if annotations else {}),
                     "ownerReferences": [
                         {
                             "apiVersion": "apps/v1",
@@ -349,6 +356,21 @@ class EmbeddedRuntime:
             log_dir=self.state_dir / "logs",
             termination_grace_seconds=float(template.spec.termination_grace_period_seconds or 5),
         )
+
+    def _follow_labels(self, pod: str) -> None:
+        """Route by the Pod object's labels, as kube-proxy does: ephemeral metadata relabels
+        running pods (core.metadata), and a Service may select a role label. The runtime never
+        writes labels after creating a pod, so it does not undo such a change."""
+        meta = self._pod_meta.get(pod)
+        if meta is None:
+            return
+        obj = self.store.get("Pod", pod, meta[0])
+        if obj is None:
+            return
+        labels = objects.labels_of(obj)
+        if labels != meta[2]:
+            self._pod_meta[pod] = (meta[0], meta[1], labels)
+            self._routes_dirty = True
 
     def _replace_if_requested(self, pod: str) -> None:
         """A pod whose object carries the restart annotation (spec.restartAt) is stopped; its
@@ -503,10 +525,14 @@ class EmbeddedRuntime:
         primary = self._backends(namespace, selector)
         weight = int(notes.get(objects.CANARY_WEIGHT_ANNOTATION, "0") or 0)
         canary_hash = notes.get(objects.CANARY_HASH_ANNOTATION)
+        routes = _managed_routes(_service_key(svc), notes.get(objects.MANAGED_ROUTES_ANNOTATION))
         canary = None
-        if canary_hash and weight > 0:
+        # Header routes and mirrors reach the canary at any weight, 0 included.
+        if canary_hash and (weight > 0 or routes):
             canary = self._backends(namespace, {**selector, HASH_LABEL: canary_hash})
-        return RoutingTable(primary=primary, canary=canary, canary_weight=weight if canary else 0)
+        return RoutingTable(
+            primary=primary, canary=canary, canary_weight=weight if canary else 0, routes=routes if canary else ()
+        )
 
     def _backends(self, namespace: str, selector: dict[str, str]) -> RevisionBackends:
         backends = []
@@ -518,6 +544,19 @@ class EmbeddedRuntime:
                 continue
             backends.append(Backend(pod=pod, host=status.host, port=status.port))
         return RevisionBackends(revision=selector.get(HASH_LABEL, "none"), backends=tuple(backends))
+
+
+@functools.lru_cache(maxsize=256)
+def _managed_routes(service: str, value: str | None) -> tuple[ActiveRoute, ...]:
+    """The routes of a Service's managed-routes annotation. Cached: the runtime asks on every
+    sync, and an unreadable value is logged once, not once per sync (it then means no routes)."""
+    if not value:
+        return ()
+    try:
+        return routes_from_json(value)
+    except RouteFormatError as exc:
+        log.error("service %s: annotation %s ignored: %s", service, objects.MANAGED_ROUTES_ANNOTATION, exc)
+        return ()
 
 
 def _container_records(pod: dict[str, Any]) -> list[ContainerProcess]:

@@ -6,22 +6,35 @@ reference to the Rollout (so deleting the Rollout garbage-collects it); Services
 a revision by adding the hash to their selector; canary traffic through the NGINX Ingress
 controller's canary annotations on a `<rollout>-<ingress>-canary` copy of the stable
 Ingress. A rollout without `trafficRouting` is a basic canary: traffic follows pod counts.
+
+Managed routes on NGINX (`canary_header_annotations`): a canary Ingress can route by one
+header only (`canary-by-header` with `-value` or `-pattern`), so the highest-precedence header
+route's first match is applied and anything more is reported in a Warning (log and Event), as
+is a mirror route, which NGINX canary Ingresses cannot express (its step completes without
+effect).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
+import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from rollouts.core import metadata
 from rollouts.core.hashing import HASH_LABEL
-from rollouts.core.plan import PodView, ReplicaSetView
+from rollouts.core.plan import PodView, ReplicaSetView, SetEphemeralMetadata
 from rollouts.core.restart import restart_pending
+from rollouts.core.routes import ActiveRoute, HeaderMatch, HeaderRoute, MirrorRoute
 from rollouts.core.timeutil import parse_rfc3339, to_rfc3339
 from rollouts.model import validation
 from rollouts.model.rollout import Rollout
 from rollouts.platform.kubernetes import resources
 from rollouts.platform.kubernetes.store import KubeStore
+from rollouts.store.errors import NotFoundError
 
 REVISION_ANNOTATION = "rollout.argoproj.io/revision"
 SCALE_DOWN_DEADLINE_ANNOTATION = "scale-down-deadline"
@@ -29,6 +42,8 @@ MANAGED_BY_ANNOTATION = "rollouts-managed-by"
 DEFAULT_NGINX_PREFIX = "nginx.ingress.kubernetes.io"
 
 Obj = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 
 def _owned_by(obj: Obj, kind: str, name: str) -> bool:
@@ -40,10 +55,10 @@ class KubernetesWorkloads:
     def __init__(self, store: KubeStore) -> None:
         self.store = store
 
-    def _pods(self, namespace: str) -> dict[str, list[PodView]]:
-        """The namespace's pods (informer cache) by owning ReplicaSet."""
+    def _pods(self, namespace: str, labels: dict[str, str]) -> dict[str, list[PodView]]:
+        """The pods carrying `labels` (the rollout's selector; informer cache) by owning ReplicaSet."""
         pods: dict[str, list[PodView]] = {}
-        for pod in self.store.list("Pod", namespace):
+        for pod in self.store.list("Pod", namespace, labels):
             meta = pod.get("metadata") or {}
             owner = next(
                 (r.get("name") for r in meta.get("ownerReferences") or [] if r.get("kind") == "ReplicaSet"), None
@@ -59,17 +74,29 @@ class KubernetesWorkloads:
                     created=created,
                     ready=ready,
                     terminating=meta.get("deletionTimestamp") is not None,
+                    labels=metadata.pairs(meta.get("labels")),
+                    annotations=metadata.pairs(meta.get("annotations")),
                 )
             )
         return pods
 
     def replica_sets(self, rollout: Rollout) -> list[ReplicaSetView]:
         namespace = rollout.metadata.namespace or "default"
-        pods = self._pods(namespace) if restart_pending(rollout) else {}
+        owned = [
+            rs for rs in self.store.list("ReplicaSet", namespace) if _owned_by(rs, "Rollout", rollout.metadata.name)
+        ]
+        listed = restart_pending(rollout) or any(
+            metadata.wants_pods(
+                rollout,
+                (rs.get("metadata") or {}).get("annotations") or {},
+                int((rs.get("spec") or {}).get("replicas", 0)),
+            )
+            for rs in owned
+        )
+        selector = dict((rollout.spec.selector.match_labels or {}) if rollout.spec.selector else {})
+        pods = self._pods(namespace, selector) if listed else {}
         views = []
-        for rs in self.store.list("ReplicaSet", namespace):
-            if not _owned_by(rs, "Rollout", rollout.metadata.name):
-                continue
+        for rs in owned:
             meta = rs.get("metadata") or {}
             notes = meta.get("annotations") or {}
             status = rs.get("status") or {}
@@ -84,6 +111,7 @@ class KubernetesWorkloads:
                     template=(rs.get("spec") or {}).get("template") or {},
                     scale_down_at=parse_rfc3339(notes.get(SCALE_DOWN_DEADLINE_ANNOTATION)),
                     pods=tuple(sorted(pods.get(meta["name"], []), key=lambda pod: (pod.created, pod.name))),
+                    ephemeral=metadata.parse_bookkeeping(notes),
                 )
             )
         return views
@@ -151,6 +179,44 @@ class KubernetesWorkloads:
         """Delete the pod; the ReplicaSet controller starts its replacement (PDBs are not consulted)."""
         await self.store.delete("Pod", name, namespace)
 
+    async def set_ephemeral_metadata(self, namespace: str, change: SetEphemeralMetadata) -> None:
+        """Template (bookkeeping widened), then the pods in place (`update`, as Argo), then the
+        bookkeeping narrowed. Pods are read from the informer cache: one created meanwhile from
+        the old template shows on the next reconcile (its creation requeues the rollout)."""
+        rs = self.store.get("ReplicaSet", change.name, namespace)
+        if rs is None:
+            return
+        pod_hash = (rs["metadata"].get("labels") or {}).get(HASH_LABEL, "")
+
+        def template(obj: Obj) -> None:
+            recorded = metadata.parse_bookkeeping(obj["metadata"].get("annotations") or {})
+            metadata.apply_to_template(obj.setdefault("spec", {}).setdefault("template", {}), change)
+            metadata.set_bookkeeping(obj, metadata.widened(recorded, change))
+
+        def pod_meta(pod: Obj) -> None:
+            metadata.apply_to(pod["metadata"], change)
+
+        def narrowed(obj: Obj) -> None:
+            metadata.set_bookkeeping(obj, change.wanted)
+
+        await self._write_if_changed("ReplicaSet", change.name, namespace, template)
+        for pod in self.store.list("Pod", namespace, {HASH_LABEL: pod_hash} if pod_hash else None):
+            if _owned_by(pod, "ReplicaSet", change.name):
+                await self._write_if_changed("Pod", pod["metadata"]["name"], namespace, pod_meta)
+        await self._write_if_changed("ReplicaSet", change.name, namespace, narrowed)
+
+    async def _write_if_changed(self, kind: str, name: str, namespace: str, change: Callable[[Obj], None]) -> None:
+        """`mutate`, skipped when `change` leaves the cached object as it is (the API server
+        would store an identical object; a steady rollout costs no request)."""
+        current = self.store.get(kind, name, namespace)
+        if current is None:
+            return
+        probe = copy.deepcopy(current)
+        change(probe)
+        if probe != current:
+            with contextlib.suppress(NotFoundError):
+                await self.store.mutate(kind, name, namespace, change)
+
 
 class KubernetesServices:
     def __init__(self, store: KubeStore) -> None:
@@ -171,10 +237,27 @@ class KubernetesServices:
 
 
 class NginxTraffic:
-    """NGINX Ingress canary: a copy of the stable Ingress that sends `weight` % to the canary Service."""
+    """NGINX Ingress canary: a copy of the stable Ingress that sends `weight` % to the canary
+    Service, and requests with the header of the first header route whatever the weight."""
 
     def __init__(self, store: KubeStore) -> None:
         self.store = store
+        # Warnings already given, so that a reconcile every few seconds does not repeat them:
+        # (namespace, rollout, canary hash, message); a new update warns again.
+        self._warned: set[tuple[str, str, str, str]] = set()
+
+    async def _warn(self, namespace: str, rollout: str, canary_hash: str, reason: str, message: str) -> None:
+        key = (namespace, rollout, canary_hash, message)
+        if key in self._warned:
+            return
+        if len(self._warned) > 10_000:
+            self._warned.clear()  # bounded; at worst a warning is given again
+        self._warned.add(key)
+        log.warning("rollout %s/%s: %s", namespace, rollout, message)
+        try:
+            await self.store.record_event("Rollout", rollout, namespace, "Warning", reason, message)
+        except Exception as exc:  # an Event is best effort: the Ingress must still be updated
+            log.warning("rollout %s/%s: event %s not recorded: %s", namespace, rollout, reason, exc)
 
     async def set_weight(
         self,
@@ -184,6 +267,7 @@ class NginxTraffic:
         canary_service: str | None,
         canary_hash: str,
         weight: int,
+        routes: tuple[ActiveRoute, ...] = (),
     ) -> None:
         raw = self.store.get("Rollout", rollout, namespace)
         if raw is None or canary_service is None:
@@ -193,6 +277,9 @@ class NginxTraffic:
         if not nginx:
             return
         prefix = nginx.get("annotationPrefix") or DEFAULT_NGINX_PREFIX
+        header, warnings = nginx_header_route(routes)
+        for reason, message in warnings:
+            await self._warn(namespace, rollout, canary_hash, reason, message)
         stable_ingresses = (
             [nginx["stableIngress"]] if nginx.get("stableIngress") else list(nginx.get("stableIngresses") or [])
         )
@@ -200,7 +287,7 @@ class NginxTraffic:
             stable = self.store.get("Ingress", stable_name, namespace)
             if stable is None:
                 continue
-            desired = canary_ingress(stable, rollout, stable_service, canary_service, weight, prefix, nginx)
+            desired = canary_ingress(stable, rollout, stable_service, canary_service, weight, prefix, nginx, header)
             current = self.store.get("Ingress", desired["metadata"]["name"], namespace)
             if current is None:
                 await self.store.create(desired)
@@ -213,10 +300,66 @@ class NginxTraffic:
                 await self.store.update(current)
 
 
+def nginx_header_route(routes: tuple[ActiveRoute, ...]) -> tuple[HeaderMatch | None, list[tuple[str, str]]]:
+    """The one header match an NGINX canary Ingress can apply (the first match of the
+    highest-precedence header route), and (reason, message) warnings for what it cannot."""
+    headers = [route for route in routes if isinstance(route, HeaderRoute)]
+    warnings: list[tuple[str, str]] = []
+    for route in routes:
+        if isinstance(route, MirrorRoute):
+            warnings.append(
+                (
+                    "MirrorRouteNotSupported",
+                    f'setMirrorRoute "{route.name}" has no effect: NGINX canary Ingresses cannot mirror '
+                    "traffic (use the embedded platform, or a mesh router)",
+                )
+            )
+    if not headers:
+        return None, warnings
+    first = headers[0]
+    ignored = [f'match[{i}] ({m.name}) of route "{first.name}"' for i, m in enumerate(first.matches) if i > 0]
+    ignored += [f'route "{route.name}"' for route in headers[1:]]
+    if ignored:
+        warnings.append(
+            (
+                "HeaderRouteLimited",
+                f'NGINX routes by one header only: applying header {first.matches[0].name!r} of route "{first.name}"; '
+                f"ignored: {', '.join(ignored)}",
+            )
+        )
+    return first.matches[0], warnings
+
+
+def canary_header_annotations(match: HeaderMatch, prefix: str) -> dict[str, str]:
+    """NGINX canary-by-header annotations for one header match.
+
+    `exact` is `canary-by-header-value`. `regex` and `prefix` are `canary-by-header-pattern`,
+    which NGINX searches for anywhere in the value (Lua `ngx.re.match`): anchored here, so that
+    a regex must match the whole value (as Istio's does) and a prefix is `^<escaped prefix>.*`.
+    """
+    notes = {f"{prefix}/canary-by-header": match.name}
+    value = match.value
+    if value.kind == "exact":
+        notes[f"{prefix}/canary-by-header-value"] = value.value
+    elif value.kind == "prefix":
+        notes[f"{prefix}/canary-by-header-pattern"] = f"^{re.escape(value.value)}.*"
+    else:
+        notes[f"{prefix}/canary-by-header-pattern"] = f"^(?:{value.value})$"
+    return notes
+
+
 def canary_ingress(
-    stable: Obj, rollout: str, stable_service: str, canary_service: str, weight: int, prefix: str, nginx: Obj
+    stable: Obj,
+    rollout: str,
+    stable_service: str,
+    canary_service: str,
+    weight: int,
+    prefix: str,
+    nginx: Obj,
+    header: HeaderMatch | None = None,
 ) -> Obj:
-    """The canary Ingress Argo builds: the stable's rules pointed at the canary Service, with canary annotations."""
+    """The canary Ingress Argo builds: the stable's rules pointed at the canary Service, with
+    canary annotations; and, with a header route in effect, NGINX's canary-by-header ones."""
     name = f"{rollout}-{stable['metadata']['name']}-canary"
     spec = copy.deepcopy(stable.get("spec") or {})
     spec.pop("tls", None)  # the stable Ingress terminates TLS; nginx shares it
@@ -231,6 +374,11 @@ def canary_ingress(
         **(nginx.get("additionalIngressAnnotations") or {}),
         **(nginx.get("canaryIngressAnnotations") or {}),
     }
+    if header is not None:
+        # The route replaces any canary-by-header set by hand in canaryIngressAnnotations.
+        for suffix in ("canary-by-header", "canary-by-header-value", "canary-by-header-pattern"):
+            annotations.pop(f"{prefix}/{suffix}", None)
+        annotations.update(canary_header_annotations(header, prefix))
     ingress_class = (stable["metadata"].get("annotations") or {}).get("kubernetes.io/ingress.class")
     if ingress_class:
         annotations["kubernetes.io/ingress.class"] = ingress_class
