@@ -154,7 +154,7 @@ async def test_environment_and_logs(supervisor: PodSupervisor, tmp_path: Path, m
         side_log = Path(status.log_paths["side"])
         await eventually(lambda: side_log.exists() and side_log.read_text() == "side\n", "side log")
         # The first container does not listen on PORT: never ready. The sidecar does not need to.
-        expected = f"readiness probe failed: TCP connect 127.0.0.1:{status.port} -> connection refused"
+        expected = f"Readiness probe failed: TCP connect 127.0.0.1:{status.port} -> connection refused"
 
         def refused() -> bool:
             current = supervisor.status("env-1")
@@ -190,7 +190,7 @@ async def test_readiness_fails_then_succeeds(supervisor: PodSupervisor, tmp_path
     )
     async with asyncio.timeout(15):
         status = await supervisor.start_pod(pod("probe-1", tmp_path, container))
-        expected = f"readiness probe failed: GET http://127.0.0.1:{status.port}/ready -> 500"
+        expected = f"Readiness probe failed: GET http://127.0.0.1:{status.port}/ready -> 500"
 
         def failing() -> bool:
             current = supervisor.status("probe-1")

@@ -269,6 +269,120 @@ def test_rollout_spec_rules(patches: dict[str, Any], expected: Expected) -> None
     check(validate_rollout(rollout_with(patches), known=KNOWN), expected)
 
 
+# --- Rollout: container probes ---------------------------------------------------------------------
+
+C0 = "spec.template.spec.containers[0]"
+HTTP_PROBE = {"httpGet": {"path": "/healthz", "port": 8080}}
+
+
+def probes(**fields: Any) -> dict[str, Any]:
+    """The base container with probe fields (`readinessProbe=...`) and maybe `ports`."""
+    return {"spec.template.spec.containers": [{**CONTAINER, **fields}]}
+
+
+PROBE_CASES = [
+    pytest.param(
+        probes(
+            ports=[{"name": "http", "containerPort": 8080}],
+            readinessProbe={"httpGet": {"path": "/ready", "port": "http", "scheme": "HTTPS"}, "successThreshold": 2},
+            livenessProbe={"tcpSocket": {"port": 8080}, "failureThreshold": 5},
+            startupProbe={"exec": {"command": ["cat", "/tmp/started"]}, "periodSeconds": 1},
+        ),
+        [],
+        id="probes-clean",
+    ),
+    pytest.param(
+        probes(livenessProbe={**HTTP_PROBE, "exec": {"command": ["true"]}}),
+        [("error", f"{C0}.livenessProbe", "sets 2 handlers (httpGet, exec); set exactly one")],
+        id="probe-two-handlers",
+    ),
+    pytest.param(
+        probes(readinessProbe={"periodSeconds": 1}),
+        [("error", f"{C0}.readinessProbe", "sets no handler; set exactly one of httpGet, tcpSocket or exec")],
+        id="probe-no-handler",
+    ),
+    pytest.param(
+        probes(readinessProbe={"httpget": {"port": 8080}}),
+        [
+            (
+                "error",
+                f"{C0}.readinessProbe",
+                "sets no handler (unknown field 'httpget'); set exactly one of httpGet, tcpSocket or exec",
+            )
+        ],
+        id="probe-unknown-handler",
+    ),
+    pytest.param(
+        probes(startupProbe={"tcpSocket": {"port": 0}}),
+        [("error", f"{C0}.startupProbe.tcpSocket.port", "0 is out of range (use 1-65535)")],
+        id="probe-port-out-of-range",
+    ),
+    pytest.param(
+        probes(readinessProbe={"httpGet": {"path": "/"}}),
+        [("error", f"{C0}.readinessProbe.httpGet.port", "missing (set a port number or the name of …")],
+        id="probe-port-missing",
+    ),
+    pytest.param(
+        probes(readinessProbe={"httpGet": {"path": "/", "port": "web"}}),
+        [
+            (
+                "error",
+                f"{C0}.readinessProbe.httpGet.port",
+                "'web' is not a named port of this container (name it in ports[] or use a number)",
+            )
+        ],
+        id="probe-named-port-not-declared",
+    ),
+    pytest.param(
+        probes(livenessProbe={**HTTP_PROBE, "successThreshold": 3}),
+        [("error", f"{C0}.livenessProbe.successThreshold", "3 must be 1 for a liveness probe (or leave it unset)")],
+        id="probe-liveness-success-threshold",
+    ),
+    pytest.param(
+        probes(startupProbe={**HTTP_PROBE, "successThreshold": 2}),
+        [("error", f"{C0}.startupProbe.successThreshold", "2 must be 1 for a startup probe (or leave it unset)")],
+        id="probe-startup-success-threshold",
+    ),
+    pytest.param(
+        probes(readinessProbe={**HTTP_PROBE, "periodSeconds": -1}),
+        [("error", f"{C0}.readinessProbe.periodSeconds", "-1 is negative (use 0 or more; 0 means the default)")],
+        id="probe-negative-period",
+    ),
+    pytest.param(
+        probes(readinessProbe={"httpGet": {"port": 8080, "scheme": "ftp"}}),
+        [("error", f"{C0}.readinessProbe.httpGet.scheme", "'ftp' is not a scheme (use HTTP or HTTPS)")],
+        id="probe-bad-scheme",
+    ),
+    pytest.param(
+        probes(readinessProbe={"httpGet": {"port": 8080, "httpHeaders": [{"name": "X Bad", "value": "a\r\nb"}]}}),
+        [
+            (
+                "error",
+                f"{C0}.readinessProbe.httpGet.httpHeaders[0].name",
+                "'X Bad' is not a valid header name (letters, digits, -)",
+            ),
+            ("error", f"{C0}.readinessProbe.httpGet.httpHeaders[0].value", "contains a line break (use a single line)"),
+        ],
+        id="probe-bad-header",
+    ),
+    pytest.param(
+        probes(livenessProbe={"exec": {"command": []}}),
+        [("error", f"{C0}.livenessProbe.exec.command", "empty (give the command to run, e.g. [cat, /tmp/healthy])")],
+        id="probe-exec-empty-command",
+    ),
+    pytest.param(
+        probes(readinessProbe={"grpc": {"port": 9000}}),
+        [("warning", f"{C0}.readinessProbe.grpc", "not supported by the embedded platform, which runs …")],
+        id="probe-grpc-warning",
+    ),
+]
+
+
+@pytest.mark.parametrize(("patches", "expected"), PROBE_CASES)
+def test_container_probe_rules(patches: dict[str, Any], expected: Expected) -> None:
+    check(validate_rollout(rollout_with(patches), known=KNOWN), expected)
+
+
 # --- Rollout: canary -------------------------------------------------------------------------------
 
 CANARY_CASES = [

@@ -29,16 +29,33 @@ class ContainerPort(Model):
     protocol: str | None = None
 
 
+class HTTPHeader(Model):
+    name: str
+    value: str | None = None
+
+
 class HTTPGetAction(Model):
     path: str | None = None
     port: int | str | None = None
+    host: str | None = None
     scheme: str | None = None
+    http_headers: list[HTTPHeader] | None = None
+
+
+class TCPSocketAction(Model):
+    port: int | str | None = None
+    host: str | None = None
+
+
+class ExecAction(Model):
+    command: list[str] | None = None
 
 
 class Probe(Model):
     http_get: HTTPGetAction | None = None
-    tcp_socket: dict[str, Any] | None = None
-    exec: dict[str, Any] | None = None
+    tcp_socket: TCPSocketAction | None = None
+    exec: ExecAction | None = None
+    grpc: dict[str, Any] | None = None
     initial_delay_seconds: int | None = None
     period_seconds: int | None = None
     timeout_seconds: int | None = None
@@ -55,6 +72,7 @@ class Container(Model):
     ports: list[ContainerPort] | None = None
     readiness_probe: Probe | None = None
     liveness_probe: Probe | None = None
+    startup_probe: Probe | None = None
 
 
 class PodSpec(Model):

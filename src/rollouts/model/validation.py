@@ -44,6 +44,7 @@ from rollouts.model.rollout import (
     RolloutAnalysis,
     StringMatch,
 )
+from rollouts.model.validate_probes import validate_container_probes
 
 # Argo's defaults, as far as validation reads them (kept here: the model layer sits below core).
 DEFAULT_MAX_TRAFFIC_WEIGHT = 100
@@ -317,6 +318,7 @@ def _validate_template(out: Findings, template: PodTemplateSpec | None) -> None:
             seen[container.name] = i
         if not container.image:
             out.error(f"{path}.image", "missing (set the container image)")
+        validate_container_probes(out, path, container)
         if not container.command:
             out.warning(
                 f"{path}.command",

@@ -10,13 +10,18 @@ Every container process
 * appends stdout and stderr to `<log_dir>/<pod>/<container>.log`; when the container restarts
   the previous log is kept as `<container>.previous.log`.
 
-Readiness: a container with a `readiness_path` is probed with an HTTP/1.0 GET on
-`http://127.0.0.1:<PORT><readiness_path>` every `readiness_period_seconds` (after
-`readiness_initial_delay_seconds`); 2xx and 3xx mean ready, anything else (or no answer within
-`probe_timeout`) means not ready. Without a `readiness_path`, the pod's first container (the one
-traffic goes to) is ready once its process runs and accepts a TCP connection on `PORT`; any
-other container is ready as soon as its process runs. A pod is ready when all its containers
-are.
+Probes: a container's readiness, liveness and startup probes (`ContainerSpec.probes`, built
+from the manifest by `probespec.from_container`) run with Kubernetes' semantics while its process
+runs: `probes.py` decides (thresholds, startup gating), `prober.py` runs them (httpGet, tcpSocket,
+exec). A container whose readiness fails is not ready; one whose liveness or startup probe fails
+is stopped like a pod (SIGTERM, SIGKILL after the grace period) and restarted like a crashed one,
+its message reading `CrashLoopBackOff: container <name> was killed: Liveness probe failed: ...`.
+Without a readiness probe in `probes`, a container with a `readiness_path` gets an HTTP readiness
+probe on `PORT` every `readiness_period_seconds`, settled by each result; failing that, the pod's
+first container (the one traffic goes to) is ready once it accepts a TCP connection on `PORT`,
+and any other container as soon as its process runs (see `probespec.effective`). A pod is ready
+when all its containers are. `on_event` hears what Kubernetes would record as events: a probe
+making a container unready or killing it (Warning, Unhealthy) and the kill (Normal, Killing).
 
 Crashes: a container whose process exits (whatever the code) is restarted after an exponential
 back-off (`backoff_base`, doubled per consecutive crash, capped at `backoff_cap`; the count is
@@ -50,21 +55,32 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 from rollouts import processgroups
+from rollouts.platform.embedded import prober, probespec
 from rollouts.platform.embedded.podspec import ContainerSpec, PodSpec
 from rollouts.platform.embedded.ports import free_port, release_port
+from rollouts.platform.embedded.probes import ContainerHealth, Verdict
+from rollouts.platform.embedded.probespec import ContainerProbes, Probe, ProbeKind
+from rollouts.platform.embedded.processes import (
+    AdoptedProcess,
+    find_session_leaders,
+    process_is,
+    process_start_time,
+)
 
 __all__ = [
     "ContainerProcess",
+    "PodEvent",
     "PodFailedError",
     "PodPhase",
     "PodStatus",
     "PodSupervisor",
+    "Termination",
     "find_session_leaders",
     "process_is",
     "process_start_time",
@@ -75,9 +91,7 @@ log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 _INHERITED_ENV = ("PATH", "HOME", "LANG", "VIRTUAL_ENV", "PYTHONPATH")
 _POLL_SECONDS = 0.05
-_TCP_POLL_SECONDS = 0.1
 _KILL_WAIT_SECONDS = 5.0
-_ADOPTED_POLL_SECONDS = 0.1
 
 
 class PodPhase(StrEnum):
@@ -86,6 +100,15 @@ class PodPhase(StrEnum):
     FAILED = "Failed"
     TERMINATING = "Terminating"
     STOPPED = "Stopped"
+
+
+@dataclass(frozen=True)
+class Termination:
+    """How a container's previous process ended (Kubernetes' `lastState.terminated`)."""
+
+    exit_code: int | None  # None: unknown (an adopted process)
+    reason: str  # "Completed" (exit code 0), "Error", or "Unknown"
+    message: str = ""  # why it was killed: "Liveness probe failed: ..."; "" when it exited
 
 
 @dataclass(frozen=True)
@@ -102,6 +125,29 @@ class ContainerProcess:
     start_time: int | None
     ready: bool = False
     restarts: int = 0
+    last_termination: Termination | None = None
+
+    def last_state(self) -> dict[str, dict[str, object]]:
+        """`last_termination` as a Kubernetes `containerStatuses[].lastState`."""
+        end = self.last_termination
+        if end is None:
+            return {}
+        terminated: dict[str, object] = {"reason": end.reason}
+        if end.exit_code is not None:
+            terminated["exitCode"] = end.exit_code
+        if end.message:
+            terminated["message"] = end.message
+        return {"terminated": terminated}
+
+
+@dataclass(frozen=True)
+class PodEvent:
+    """Something Kubernetes would record as an Event about the pod."""
+
+    pod: str
+    type: str  # "Normal" or "Warning"
+    reason: str  # "Unhealthy", "Killing"
+    message: str
 
 
 @dataclass(frozen=True)
@@ -127,6 +173,22 @@ class PodFailedError(RuntimeError):
     """`wait_ready` on a pod that failed to start or was stopped."""
 
 
+async def _cancel_and_wait(task: asyncio.Task[None]) -> bool:
+    """Cancel `task` and wait until it has cleaned up, even when cancelled meanwhile: a second
+    cancel would cut an exec probe's cleanup short and leave its command running. Returns
+    whether we were cancelled meanwhile (the caller decides whether to raise it)."""
+    task.cancel()
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+    if not task.cancelled() and task.exception() is not None:
+        log.error("probes failed", exc_info=task.exception())
+    return cancelled
+
+
 def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
@@ -139,104 +201,19 @@ def _describe_exit(returncode: int) -> str:
     return text
 
 
-def _proc_stat(pid: int) -> list[bytes] | None:
-    """The fields of `/proc/<pid>/stat` from field 3 (state) on; None when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            raw = stat.read()
-    except OSError:
-        return None
-    return raw[raw.rfind(b")") + 2 :].split()
-
-
-def process_start_time(pid: int) -> int | None:
-    """When process `pid` started (`/proc/<pid>/stat` field 22, clock ticks since boot); None if
-    there is no such process."""
-    fields = _proc_stat(pid)
-    if fields is None or len(fields) < 20:
-        return None
-    try:
-        return int(fields[19])
-    except ValueError:
-        return None
-
-
-def process_is(pid: int, start_time: int) -> bool:
-    """Whether `pid` is the live (non-zombie) process that started at `start_time` and still leads
-    its own process group, i.e. a container process we started: a reused PID is not."""
-    fields = _proc_stat(pid)
-    if fields is None or len(fields) < 20 or fields[0] in (b"Z", b"X"):
-        return False
-    try:
-        return int(fields[19]) == start_time and int(fields[2]) == pid
-    except ValueError:
-        return False
-
-
-def find_session_leaders(env_name: str, values: Collection[str]) -> dict[int, str]:
-    """Live session leaders (as container processes are) whose environment sets `env_name` to
-    one of `values`: pid -> value. Used to find container processes that were started but
-    never recorded (a controller killed in between)."""
-    wanted = {value.encode() for value in values}
-    prefix = env_name.encode() + b"="
-    found: dict[int, str] = {}
-    if not wanted:
-        return found
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return found
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        fields = _proc_stat(pid)
-        if fields is None or len(fields) < 4 or fields[0] in (b"Z", b"X") or int(fields[3]) != pid:
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as environ:
-                variables = environ.read().split(b"\0")
-        except OSError:
-            continue
-        for variable in variables:
-            if variable.startswith(prefix) and variable[len(prefix) :] in wanted:
-                found[pid] = variable[len(prefix) :].decode()
-                break
-    return found
-
-
-class _AdoptedProcess:
-    """A container process started by an earlier supervisor. It is not our child, so there is no
-    waitpid: its end is seen by polling `/proc`, and its exit code is unknown (`wait` returns 0)."""
-
-    def __init__(self, pid: int, start_time: int) -> None:
-        self.pid = pid
-        self.start_time = start_time
-        self._returncode: int | None = None
-
-    @property
-    def returncode(self) -> int | None:
-        if self._returncode is None and not process_is(self.pid, self.start_time):
-            self._returncode = 0
-        return self._returncode
-
-    async def wait(self) -> int:
-        while self.returncode is None:
-            await asyncio.sleep(_ADOPTED_POLL_SECONDS)
-        return 0
-
-
-_Process = asyncio.subprocess.Process | _AdoptedProcess
+_Process = asyncio.subprocess.Process | AdoptedProcess
 
 
 class _Container:
-    def __init__(self, spec: ContainerSpec, *, pod_dir: Path, port: int, tcp_probe: bool) -> None:
+    def __init__(self, spec: ContainerSpec, *, pod_dir: Path, port: int, probes: ContainerProbes) -> None:
         self.spec = spec
         self.port = port
         self.log_path = pod_dir / f"{spec.name}.log"
         self.previous_log_path = pod_dir / f"{spec.name}.previous.log"
-        # No readiness_path: the traffic container must accept TCP; the others only run.
-        self.tcp_probe = tcp_probe
+        self.probes = probes  # what runs: see probespec.effective
+        self.health: ContainerHealth | None = None  # of the current process
+        self.kill_reason: str | None = None  # a probe failure the current process is being killed for
+        self.last_termination: Termination | None = None
         self.proc: _Process | None = None
         self.start_time: int | None = None  # of the current (or last) process: see process_start_time
         self.pgid: int | None = None  # group of the current (or last) process; may outlive it
@@ -253,10 +230,6 @@ class _Container:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
-
-    @property
-    def needs_probe(self) -> bool:
-        return self.spec.readiness_path is not None or self.tcp_probe
 
     def groups(self) -> set[int]:
         groups = set(self.lingering)
@@ -291,13 +264,15 @@ class PodSupervisor:
         self,
         *,
         on_change: Callable[[PodStatus], None] | None = None,
+        on_event: Callable[[PodEvent], None] | None = None,
         probe_timeout: float = 1.0,
         backoff_base: float = 1.0,
         backoff_cap: float = 30.0,
         backoff_reset: float = 10.0,
     ) -> None:
         self._on_change = on_change
-        self._probe_timeout = probe_timeout
+        self._on_event = on_event
+        self._probe_timeout = probe_timeout  # of the probes the manifest does not give (no timeoutSeconds)
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._backoff_reset = backoff_reset
@@ -330,12 +305,7 @@ class PodSupervisor:
             return self._snapshot(pod)
 
         pod.containers = [
-            _Container(
-                c,
-                pod_dir=pod_dir,
-                port=free_port(LOOPBACK),
-                tcp_probe=(i == 0 and c.readiness_path is None),
-            )
+            _Container(c, pod_dir=pod_dir, port=free_port(LOOPBACK), probes=self._probes(c, traffic=i == 0))
             for i, c in enumerate(spec.containers)
         ]
         try:
@@ -390,17 +360,17 @@ class PodSupervisor:
         pod.started_at = started_at
         pod.phase = PodPhase.RUNNING
         self._pods[spec.name] = pod
-        initial: list[_AdoptedProcess | None] = []
+        initial: list[AdoptedProcess | None] = []
         for index, container_spec in enumerate(spec.containers):
             record = records.get(container_spec.name)
             container = _Container(
                 container_spec,
                 pod_dir=pod_dir,
                 port=record.port if record is not None and record.port else free_port(LOOPBACK),
-                tcp_probe=(index == 0 and container_spec.readiness_path is None),
+                probes=self._probes(container_spec, traffic=index == 0),
             )
             pod.containers.append(container)
-            adopted: _AdoptedProcess | None = None
+            adopted: AdoptedProcess | None = None
             if record is not None:
                 container.restarts = record.restarts
                 if (
@@ -408,13 +378,23 @@ class PodSupervisor:
                     and record.start_time is not None
                     and process_is(record.pid, record.start_time)
                 ):
-                    adopted = _AdoptedProcess(record.pid, record.start_time)
+                    adopted = AdoptedProcess(record.pid, record.start_time)
             initial.append(adopted)
         with contextlib.suppress(OSError):
             pod_dir.mkdir(parents=True, exist_ok=True)
 
+        loop = asyncio.get_running_loop()
+
         async def first_probe(container: _Container) -> None:
-            container.ready, container.probe_message = await self._probe(container)
+            health = container.health = ContainerHealth(container.probes, started_at=loop.time(), adopted=True)
+            readiness = container.probes.readiness
+            if readiness is not None:
+                at = loop.time()
+                env = self._env(spec, container.spec, container.port)
+                outcome = await prober.run(readiness.handler, port=container.port, timeout=readiness.timeout, env=env)
+                health.adopted_probe(outcome.ok, outcome.message, at=at)
+            container.ready = health.ready
+            container.probe_message = health.message
 
         await asyncio.gather(
             *(first_probe(c) for c, proc in zip(pod.containers, initial, strict=True) if proc is not None)
@@ -557,7 +537,19 @@ class PodSupervisor:
                 self._argv(spec, container)
             except ValueError as exc:
                 return f"CreateContainerError: {exc}"
+            if container.probes is not None and container.probes.error:
+                return f"CreateContainerError: container {container.name}: {container.probes.error}"
         return None
+
+    def _probes(self, spec: ContainerSpec, *, traffic: bool) -> ContainerProbes:
+        return probespec.effective(
+            spec.probes,
+            readiness_path=spec.readiness_path,
+            readiness_period=spec.readiness_period_seconds,
+            readiness_initial_delay=spec.readiness_initial_delay_seconds,
+            traffic=traffic,
+            timeout=self._probe_timeout,
+        )
 
     def _env(self, spec: PodSpec, container: ContainerSpec, port: int) -> dict[str, str]:
         env = {key: os.environ[key] for key in _INHERITED_ENV if key in os.environ}
@@ -617,25 +609,28 @@ class PodSupervisor:
                     message = f"CrashLoopBackOff: container {name} failed to start: {attempt}"
                 else:
                     proc = attempt
-                    adopted = isinstance(proc, _AdoptedProcess)
+                    adopted = isinstance(proc, AdoptedProcess)
                     container.proc = proc
                     container.pgid = proc.pid
                     container.start_time = (
-                        proc.start_time if isinstance(proc, _AdoptedProcess) else process_start_time(proc.pid)
+                        proc.start_time if isinstance(proc, AdoptedProcess) else process_start_time(proc.pid)
                     )
                     container.started_mono = loop.time()
                     if pod.stopping.is_set():  # stop_pod ran while we were spawning
                         processgroups.signal_group(proc.pid, signal.SIGKILL)
                         await proc.wait()
                         break
-                    if not adopted:  # an adopted container keeps what its first probe found
-                        container.ready = not container.needs_probe
+                    if not adopted or container.health is None:  # adopt() probed an adopted one
+                        container.health = ContainerHealth(container.probes, started_at=container.started_mono)
+                    container.ready = container.health.ready
                     if container.ready:
                         container.crash_message = ""
                     self._changed(pod)
                     returncode = await self._watch(pod, container, proc)
                     ran = loop.time() - container.started_mono
                     container.ready = False
+                    container.health = None
+                    killed_for, container.kill_reason = container.kill_reason, None
                     container.exit_code = pod.exit_code = None if adopted else _exit_code(returncode)
                     if pod.stopping.is_set():
                         self._changed(pod)
@@ -643,8 +638,18 @@ class PodSupervisor:
                     # Kill whatever the crashed process left in its group before restarting.
                     processgroups.signal_group(proc.pid, signal.SIGKILL)
                     container.lingering.add(proc.pid)
-                    exited = "exited (adopted process: exit code unknown)" if adopted else _describe_exit(returncode)
-                    message = f"CrashLoopBackOff: container {name} {exited}"
+                    container.last_termination = Termination(
+                        container.exit_code,
+                        "Unknown" if adopted else "Completed" if container.exit_code == 0 else "Error",
+                        killed_for or "",
+                    )
+                    if killed_for is not None:
+                        message = f"CrashLoopBackOff: container {name} was killed: {killed_for}"
+                    else:
+                        exited = (
+                            "exited (adopted process: exit code unknown)" if adopted else _describe_exit(returncode)
+                        )
+                        message = f"CrashLoopBackOff: container {name} {exited}"
                     log.info("pod %s: %s", pod.spec.name, message)
                 attempt = None
                 container.lingering = {g for g in container.lingering if processgroups.group_alive(g)}
@@ -667,95 +672,62 @@ class PodSupervisor:
 
     async def _watch(self, pod: _Pod, container: _Container, proc: _Process) -> int:
         """Probe the container while its process runs; return the process's return code."""
-        if not container.needs_probe:
+        health = container.health
+        if health is None or not health.kinds():
             return await proc.wait()
-        probe = asyncio.create_task(self._probe_loop(pod, container, proc))
+        probing = asyncio.create_task(self._probe(pod, container, proc, health))
         try:
-            return await proc.wait()
-        finally:
-            probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probe
+            returncode = await proc.wait()
+        except asyncio.CancelledError:
+            await _cancel_and_wait(probing)
+            raise
+        # stop_pod cancels the container task once the process is gone, maybe while its probes
+        # wind down: the exit code is still recorded then.
+        if await _cancel_and_wait(probing) and not pod.stopping.is_set():
+            raise asyncio.CancelledError
+        return returncode
 
-    async def _probe_loop(self, pod: _Pod, container: _Container, proc: _Process) -> None:
-        spec = container.spec
-        adopted = isinstance(proc, _AdoptedProcess)
-        if adopted:  # probed once at adoption; long past any initial delay
-            await asyncio.sleep(max(spec.readiness_period_seconds, 0.01))
-        elif spec.readiness_initial_delay_seconds > 0:
-            await asyncio.sleep(spec.readiness_initial_delay_seconds)
-        period = max(spec.readiness_period_seconds, 0.01)
-        ever_ready = adopted and container.ready
-        while proc.returncode is None:
-            ok, failure = await self._probe(container)
-            if proc.returncode is not None:
-                return
-            container.ready = ok
-            container.probe_message = "" if ok else failure
-            if ok:
-                ever_ready = True
-                container.crash_message = ""
-            self._changed(pod)
-            if spec.readiness_path is None and not ever_ready:
-                await asyncio.sleep(min(period, _TCP_POLL_SECONDS))
-            else:
-                await asyncio.sleep(period)
+    async def _probe(self, pod: _Pod, container: _Container, proc: _Process, health: ContainerHealth) -> None:
+        env = self._env(pod.spec, container.spec, container.port)
 
-    async def _probe(self, container: _Container) -> tuple[bool, str]:
-        """One readiness probe: (ready, the failure message or "")."""
-        if container.spec.readiness_path is not None:
-            return await self._http_probe(container.port, container.spec.readiness_path)
-        if container.tcp_probe:
-            return await self._tcp_probe(container.port)
-        return True, ""
+        async def run(probe: Probe) -> prober.Outcome:
+            return await prober.run(probe.handler, port=container.port, timeout=probe.timeout, env=env)
 
-    async def _http_probe(self, port: int, path: str) -> tuple[bool, str]:
-        if not path.startswith("/"):
-            path = "/" + path
-        url = f"http://{LOOPBACK}:{port}{path}"
-        request = (
-            f"GET {path} HTTP/1.0\r\nHost: {LOOPBACK}:{port}\r\nUser-Agent: rollouts-probe\r\nConnection: close\r\n\r\n"
-        ).encode("latin-1", "replace")
-        try:
-            async with asyncio.timeout(self._probe_timeout):
-                reader, writer = await asyncio.open_connection(LOOPBACK, port)
-                try:
-                    writer.write(request)
-                    await writer.drain()
-                    status_line = await reader.readline()
-                finally:
-                    writer.close()
-                    with contextlib.suppress(OSError):
-                        await writer.wait_closed()
-        except TimeoutError:
-            return False, f"readiness probe failed: GET {url} -> no answer within {self._probe_timeout:g}s"
-        except ConnectionRefusedError:
-            return False, f"readiness probe failed: GET {url} -> connection refused"
-        except OSError as exc:
-            return False, f"readiness probe failed: GET {url} -> {exc.strerror or exc}"
-        parts = status_line.split()
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-            return False, f"readiness probe failed: GET {url} -> malformed response {status_line[:80]!r}"
-        code = int(parts[1])
-        if 200 <= code < 400:
-            return True, ""
-        return False, f"readiness probe failed: GET {url} -> {code}"
+        killed = await prober.run_probes(
+            health,
+            run=run,
+            alive=lambda: proc.returncode is None,
+            on_verdict=lambda verdict: self._health_changed(pod, container, health, verdict),
+        )
+        if killed is not None:
+            await self._kill_unhealthy(pod, container, proc, *killed)
 
-    async def _tcp_probe(self, port: int) -> tuple[bool, str]:
-        target = f"{LOOPBACK}:{port}"
-        try:
-            async with asyncio.timeout(self._probe_timeout):
-                _, writer = await asyncio.open_connection(LOOPBACK, port)
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-        except TimeoutError:
-            return False, f"readiness probe failed: TCP connect {target} -> no answer within {self._probe_timeout:g}s"
-        except ConnectionRefusedError:
-            return False, f"readiness probe failed: TCP connect {target} -> connection refused"
-        except OSError as exc:
-            return False, f"readiness probe failed: TCP connect {target} -> {exc.strerror or exc}"
-        return True, ""
+    def _health_changed(self, pod: _Pod, container: _Container, health: ContainerHealth, verdict: Verdict) -> None:
+        container.ready = health.ready
+        container.probe_message = health.message
+        if container.ready:
+            container.crash_message = ""
+        if verdict.event is not None:
+            self._event(pod, "Warning", "Unhealthy", verdict.event)
+        self._changed(pod)
+
+    async def _kill_unhealthy(
+        self, pod: _Pod, container: _Container, proc: _Process, kind: ProbeKind, reason: str
+    ) -> None:
+        """Stop a container that failed its liveness or startup probe as a pod is stopped
+        (SIGTERM, then SIGKILL after the grace period); `_run_container` sees the process end and
+        restarts it, with its back-off, as after a crash."""
+        name = container.spec.name
+        container.kill_reason = reason
+        log.info(
+            "pod %s: container %s failed its %s probe, killing it: %s", pod.spec.name, name, kind.value.lower(), reason
+        )
+        self._event(pod, "Normal", "Killing", f"Container {name} failed {kind.value.lower()} probe, will be restarted")
+        processgroups.signal_group(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, pod.spec.termination_grace_seconds)):
+                await proc.wait()
+        processgroups.signal_group(proc.pid, signal.SIGKILL)
 
     # -- bookkeeping --------------------------------------------------------------------------
 
@@ -817,6 +789,7 @@ class PodSupervisor:
                     start_time=c.start_time if c.running else None,
                     ready=c.ready,
                     restarts=c.restarts,
+                    last_termination=c.last_termination,
                 )
                 for c in pod.containers
             ),
@@ -841,3 +814,11 @@ class PodSupervisor:
                 self._on_change(status)
             except Exception:
                 log.exception("pod %s: on_change callback failed", pod.spec.name)
+
+    def _event(self, pod: _Pod, type_: str, reason: str, message: str) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(PodEvent(pod.spec.name, type_, reason, message))
+        except Exception:
+            log.exception("pod %s: on_event callback failed", pod.spec.name)

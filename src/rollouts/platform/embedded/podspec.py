@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rollouts.platform.embedded.probespec import ContainerProbes
+
 
 @dataclass(frozen=True)
 class ContainerSpec:
@@ -12,7 +14,9 @@ class ContainerSpec:
 
     The process runs `command + args` with `env`, plus `PORT` (a free loopback port picked by
     the supervisor) and `ROLLOUTS_IMAGE` (= `image`). `readiness_path` is
-    `readinessProbe.httpGet.path`; None means ready as soon as the process runs.
+    `readinessProbe.httpGet.path`; None means ready as soon as the process runs. `probes`, when
+    set (`probespec.from_container`), are the manifest's readiness, liveness and startup probes;
+    a readiness probe there takes the place of the `readiness_*` fields.
     """
 
     name: str
@@ -23,6 +27,7 @@ class ContainerSpec:
     readiness_path: str | None = None
     readiness_period_seconds: float = 1.0
     readiness_initial_delay_seconds: float = 0.0
+    probes: ContainerProbes | None = None
 
 
 @dataclass(frozen=True)

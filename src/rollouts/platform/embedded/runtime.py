@@ -40,10 +40,11 @@ from rollouts.core.hashing import HASH_LABEL
 from rollouts.core.routes import ActiveRoute, RouteFormatError, routes_from_json
 from rollouts.core.timeutil import parse_rfc3339, to_rfc3339
 from rollouts.model.pod import PodTemplateSpec
-from rollouts.platform.embedded import objects
+from rollouts.platform.embedded import objects, probespec
 from rollouts.platform.embedded.platform import RESTART_REQUESTED_ANNOTATION
 from rollouts.platform.embedded.pods import (
     ContainerProcess,
+    PodEvent,
     PodStatus,
     PodSupervisor,
     find_session_leaders,
@@ -74,7 +75,7 @@ class EmbeddedRuntime:
         controller is not sure it still holds the lease) nothing is started, stopped or routed."""
         self.store = store
         self.state_dir = state_dir
-        self.supervisor = supervisor or PodSupervisor(on_change=self.on_pod_change)
+        self.supervisor = supervisor or PodSupervisor(on_change=self.on_pod_change, on_event=self.on_pod_event)
         self.proxy = proxy
         self._pods: dict[str, PodStatus] = {}
         self._pod_meta: dict[str, tuple[str, str, dict[str, str]]] = {}  # pod -> (namespace, rs, labels)
@@ -144,6 +145,11 @@ class EmbeddedRuntime:
     def poke(self) -> None:
         self._routes_dirty = True
         self._wake.set()
+
+    def on_pod_event(self, event: PodEvent) -> None:
+        meta = self._pod_meta.get(event.pod)
+        if meta is not None and not self._detached:
+            self.store.record_event("Pod", event.pod, meta[0], event.type, event.reason, event.message)
 
     def on_pod_change(self, status: PodStatus) -> None:
         if self._detached:
@@ -334,7 +340,6 @@ class EmbeddedRuntime:
     def _pod_spec(self, pod_name: str, uid: str, labels: dict[str, str], template: PodTemplateSpec) -> PodSpec:
         containers = []
         for c in template.spec.containers:
-            probe = c.readiness_probe
             env = {e.name: e.value or "" for e in c.env or [] if e.value_from is None}
             env[POD_UID_ENV] = uid
             containers.append(
@@ -344,9 +349,7 @@ class EmbeddedRuntime:
                     command=tuple(c.command or ()),
                     args=tuple(c.args or ()),
                     env=env,
-                    readiness_path=probe.http_get.path if probe and probe.http_get else None,
-                    readiness_period_seconds=float(probe.period_seconds or 1) if probe else 1.0,
-                    readiness_initial_delay_seconds=float(probe.initial_delay_seconds or 0) if probe else 0.0,
+                    probes=probespec.from_container(c),
                 )
             )
         return PodSpec(
@@ -432,6 +435,7 @@ class EmbeddedRuntime:
                     "name": c.name,
                     "ready": c.ready,
                     "restartCount": c.restarts,
+                    "lastState": c.last_state(),
                     "started": c.pid is not None,
                     "pid": c.pid,
                     "processStartTime": c.start_time,
