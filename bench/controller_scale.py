@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/controller_scale.py [--sizes 100,1000,10000] [--variants idle,progressing]
         [--platform embedded|indexed] [--window 40] [--pass-cap 120] [--resync 30] [--tracemalloc]
-        [--profile N]
+        [--profile N] [--profile-pass]
 
 For each size a store is filled once (in this process) with N canary rollouts that are
 already Healthy with their status written, each with its ReplicaSet (2 replicas, ready) and
@@ -19,17 +19,22 @@ traffic weights are the embedded platform's own store writes, no processes, no p
                 setWeight 20 / pause 2s / setWeight 50 / pause 2s to promotion while the rest
                 stay idle.
 
-Per child: reconcile latency (every `RolloutReconciler.reconcile` call timed), reconciles/s,
+Per child: reconcile latency (every `RolloutReconciler.reconcile` call timed, wall clock, from
+its start to its return: the store writes and the in-process change listeners it triggers are
+in it, the time its key waited in the work queue is not), the queue wait of each Rollout key
+apart (from being queued to being taken, `WorkQueue.observe_wait`), the event loop's lag (how
+late a 10 ms timer fires: what a request proxied on the same loop would wait), reconciles/s,
 the initial pass's duration (bounded by --pass-cap; when it does not finish, the projected
 duration from the mean), CPU seconds (getrusage), RSS growth per rollout from just before the
 controller starts to the end, optionally retained Python heap per rollout (--tracemalloc, a
 separate slower run), and for the progressing variant the time from `set image` to Healthy.
 
 --platform: `embedded` (default) lists a rollout's ReplicaSets as the embedded platform does
-(`EmbeddedWorkloads.replica_sets`: every ReplicaSet of the namespace is read and filtered by
-owner); `indexed` keeps an owner -> ReplicaSet-names index in memory (as a Kubernetes informer
-with an owner index would) and reads only the rollout's own. --profile N runs one child with
-cProfile over N reconciles and prints the top functions.
+(`EmbeddedWorkloads.replica_sets`, through the store's owner index); `indexed` keeps an
+owner -> ReplicaSet-names index in memory instead (as a Kubernetes informer with an owner
+index would). --profile N runs one child with
+cProfile over the steady window (with --profile-pass: over the initial pass) and prints the top
+N functions. Each child also records the load average at its end (the machine is shared).
 
 Targets (DESIGN.md): 10,000 rollouts held, p99 reconcile < 50 ms, < 100 KB per idle rollout.
 """
@@ -44,6 +49,7 @@ import cProfile
 import gc
 import io
 import json
+import os
 import pstats
 import resource
 import shutil
@@ -306,6 +312,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     controller = Controller(AsyncSqliteStore(store), platform, {}, resync_seconds=args.resync, change_feed=store)
     pass_times: array[float] = array("d")
     steady_times: array[float] = array("d")
+    pass_waits: array[float] = array("d")
+    steady_waits: array[float] = array("d")
+    pass_lags: array[float] = array("d")
+    steady_lags: array[float] = array("d")
     seen: set[str] = set()
     phase = ["pass"]
     original = controller.rollouts.reconcile
@@ -320,10 +330,16 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             seen.add(name)
 
     controller.rollouts.reconcile = timed  # type: ignore[method-assign]
+
+    def waited(key: tuple[str, str, str], seconds: float) -> None:
+        if key[0] == "Rollout":
+            (pass_waits if phase[0] == "pass" else steady_waits).append(seconds)
+
+    controller.queue.observe_wait = waited
     if args.no_service_fanout:
-        # What-if (bench-only): a Service change enqueues no rollout. Today `Controller._route`
-        # enqueues every rollout of the namespace on any Service write (for a rollout waiting,
-        # InvalidSpec, on a Service it lacked); none is waiting here.
+        # What-if (bench-only): a Service change enqueues no rollout. `Controller._route`
+        # enqueues every rollout of the namespace when a Service appears or goes (for a rollout
+        # waiting, InvalidSpec, on a Service it lacked); none is waiting here.
         route = controller._route
 
         def route_without_service_fanout(change: Change) -> None:
@@ -351,7 +367,20 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     rss_before = rss_kib()
     heap_before = tracemalloc.get_traced_memory()[0] if args.tracemalloc else 0
     cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    if profiler is not None and args.profile_pass:
+        profiler.enable()
     task = asyncio.create_task(controller.run())
+
+    burst_end = [0.0]  # the bench's own burst of `set image` writes is not the controller's lag
+
+    async def lag_monitor() -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.01)
+            if before >= burst_end[0]:
+                (pass_lags if phase[0] == "pass" else steady_lags).append(time.perf_counter() - before - 0.01)
+
+    monitor = asyncio.create_task(lag_monitor())
     result: dict[str, Any] = {
         "count": count,
         "variant": args.variant,
@@ -369,14 +398,18 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": pass_seconds,
             "cpu": _cpu_seconds() - cpu0,
             "latency_ms": _summary(pass_times),
+            "wait_ms": _summary(pass_waits),
+            "loop_lag_ms": _summary(pass_lags),
         }
+        if profiler is not None and args.profile_pass:
+            profiler.disable()
         rss_after_pass = rss_kib()
         if args.variant == "pass-only":
             _memory(result, args, count, rss_before, heap_before)
             return result
         # 2. The steady window (the first resync falls in it); 10 % updated at its start.
         phase[0] = "steady"
-        if profiler is not None:
+        if profiler is not None and not args.profile_pass:
             profiler.enable()
         cpu1, t1 = _cpu_seconds(), time.perf_counter()
         if args.variant == "progressing":
@@ -387,10 +420,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 updated_hash[name] = _template_hash(patch.obj)
                 updated_at[name] = time.perf_counter()
                 store.update(patch.obj)
+            burst_end[0] = time.perf_counter()
         end = t1 + args.window
         while time.perf_counter() < end and not task.done():
             await asyncio.sleep(0.1)
-        if profiler is not None:
+        if profiler is not None and not args.profile_pass:
             profiler.disable()
         steady_seconds = time.perf_counter() - t1
         result["steady"] = {
@@ -398,6 +432,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             "cpu": _cpu_seconds() - cpu1,
             "reconciles": len(steady_times),
             "latency_ms": _summary(steady_times),
+            "wait_ms": _summary(steady_waits),
+            "loop_lag_ms": _summary(steady_lags),
             "queue_left": len(controller.queue),
         }
         if updated_at:
@@ -413,12 +449,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         result["writes"] = dict(writes)
         return result
     finally:
+        monitor.cancel()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         if task.done() and not task.cancelled() and task.exception() is not None:
             result["error"] = repr(task.exception())
         store.close()
+        result["load"] = list(os.getloadavg())
         if profiler is not None:
             out = io.StringIO()
             stats = pstats.Stats(profiler, stream=out)
@@ -472,6 +510,8 @@ def _child(
         cmd.append("--tracemalloc")
     if profile:
         cmd += ["--profile", str(profile)]
+        if args.profile_pass:
+            cmd.append("--profile-pass")
     limit = args.pass_cap + args.window + 120
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, check=False)
@@ -493,7 +533,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
     print()
     print(
         f"{'rollouts':>8} {'variant':<11} {'pass s':>8} {'pass p50':>8} {'p95':>7} {'p99':>7} {'max':>7} "
-        f"{'steady n':>8} {'p50':>6} {'p95':>6} {'p99':>7} {'cpu s':>6} {'KiB/ro':>7} {'heap':>6}  progress"
+        f"{'steady n':>8} {'p50':>6} {'p95':>6} {'p99':>7} {'wait p50':>8} {'p99':>7} {'cpu s':>6} {'KiB/ro':>7} "
+        f"{'heap':>6} {'load':>5}  progress"
     )
     for r in results:
         p = r["pass"]
@@ -501,6 +542,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
         pass_s = f"{p['seconds']:.1f}" if p["finished"] else f">{p['seconds']:.0f}"
         steady = r.get("steady") or {}
         sl = steady.get("latency_ms") or {}
+        sw = steady.get("wait_ms") or {}
+        load = (r.get("load") or [float("nan")])[0]
         cpu = (p.get("cpu") or 0.0) + (steady.get("cpu") or 0.0)
         heap = r.get("heap_per_rollout_kib")
         progress = ""
@@ -510,11 +553,14 @@ def print_table(results: list[dict[str, Any]]) -> None:
         print(
             f"{r['count']:8d} {r['variant']:<11} {pass_s:>8} {_fmt(lat, 'p50'):>8} {_fmt(lat, 'p95'):>7} "
             f"{_fmt(lat, 'p99'):>7} {_fmt(lat, 'max'):>7} {steady.get('reconciles', 0):8d} {_fmt(sl, 'p50'):>6} "
-            f"{_fmt(sl, 'p95'):>6} {_fmt(sl, 'p99'):>7} {cpu:6.1f} {r.get('rss_per_rollout_kib', float('nan')):7.2f} "
-            f"{'-' if heap is None else f'{heap:.2f}':>6}  {progress}"
+            f"{_fmt(sl, 'p95'):>6} {_fmt(sl, 'p99'):>7} {_fmt(sw, 'p50'):>8} {_fmt(sw, 'p99'):>7} {cpu:6.1f} "
+            f"{r.get('rss_per_rollout_kib', float('nan')):7.2f} {'-' if heap is None else f'{heap:.2f}':>6} "
+            f"{load:5.2f}  {progress}"
         )
     print("latencies in ms; pass = the initial pass over every rollout (> = not finished, capped);")
-    print("steady = the window after it (resync included); KiB/ro = RSS growth / rollouts; heap = tracemalloc")
+    print("steady = the window after it (resync included); wait = a Rollout key's time in the work queue before")
+    print("its reconcile (not in the reconcile latencies); KiB/ro = RSS growth / rollouts; heap = tracemalloc;")
+    print("load = 1-minute load average at the child's end (2 cores, shared)")
 
 
 def main() -> int:
@@ -537,6 +583,7 @@ def main() -> int:
         default=0,
         help="also cProfile each variant's steady window at the largest size; print N lines",
     )
+    parser.add_argument("--profile-pass", action="store_true", help="with --profile: profile the initial pass instead")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--state", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
@@ -577,7 +624,8 @@ def main() -> int:
             state = Path(tmp) / f"state-{sizes[-1]}.db"
             for variant in variants:
                 r = _child(state, sizes[-1], variant, args, profile=args.profile)
-                print(f"\ncProfile of the steady window, {variant}, {sizes[-1]} rollouts (top {args.profile}):")
+                what = "initial pass" if args.profile_pass else "steady window"
+                print(f"\ncProfile of the {what}, {variant}, {sizes[-1]} rollouts (top {args.profile}):")
                 print(r.get("profile", ""))
     print_table(results)
     return 0
@@ -587,16 +635,22 @@ def _progress_line(r: dict[str, Any]) -> None:
     p = r["pass"]
     line = (
         f"  {r['variant']}: pass {'done' if p['finished'] else 'NOT done'} ({p['reconciled']}/{r['count']}) "
-        f"in {p['seconds']:.1f}s, p99 {_fmt(p['latency_ms'], 'p99')} ms"
+        f"in {p['seconds']:.1f}s, p99 {_fmt(p['latency_ms'], 'p99')} ms (queue wait p99 {_fmt(p['wait_ms'], 'p99')} ms, "
+        f"loop lag p99 {_fmt(p['loop_lag_ms'], 'p99')} max {_fmt(p['loop_lag_ms'], 'max')} ms)"
     )
     if "steady" in r:
         s = r["steady"]
-        line += f"; steady {s['reconciles']} reconciles, p99 {_fmt(s['latency_ms'], 'p99')} ms, queue left {s['queue_left']}"
+        line += (
+            f"; steady {s['reconciles']} reconciles, p99 {_fmt(s['latency_ms'], 'p99')} ms "
+            f"(queue wait p99 {_fmt(s['wait_ms'], 'p99')} ms, loop lag p99 {_fmt(s['loop_lag_ms'], 'p99')} "
+            f"max {_fmt(s['loop_lag_ms'], 'max')} ms), queue left {s['queue_left']}"
+        )
     if "progress" in r:
         g = r["progress"]
         line += f"; progressed {g['healthy']}/{g['updated']}"
     if "error" in r:
         line += f"; ERROR {r['error']}"
+    line += f"; load {' '.join(f'{x:.2f}' for x in r.get('load') or [])}"
     print(line, flush=True)
 
 

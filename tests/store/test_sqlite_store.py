@@ -156,3 +156,110 @@ def test_state_file_from_before_the_owner_index_is_upgraded(tmp_path: Path) -> N
     upgraded = SqliteStore(path)
     assert [o["metadata"]["name"] for o in upgraded.list("ReplicaSet", "default", owner=("Rollout", "a"))] == ["a-1"]
     upgraded.close()
+
+
+def _owned(kind: str, name: str, owner: str, **labels: str) -> dict[str, Any]:
+    ref = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": owner, "uid": "u", "controller": True}
+    return {"kind": kind, "metadata": {"name": name, "labels": labels, "ownerReferences": [ref]}}
+
+
+def test_list_by_owner_is_answered_from_the_owner_index(store: SqliteStore) -> None:
+    """The regression that kept a reconcile O(rollouts): an owner index SQLite did not use for
+    `ORDER BY name` (it scanned the primary key instead)."""
+    rows = store._db.execute(
+        "EXPLAIN QUERY PLAN SELECT body FROM objects WHERE kind = ? AND namespace = ? AND owner = ? ORDER BY name",
+        ("ReplicaSet", "default", "Rollout/a"),
+    ).fetchall()
+    plan = " ".join(str(r[-1]) for r in rows)
+    assert "objects_owner_name" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_state_file_with_the_first_owner_index_gets_the_ordered_one(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    first = SqliteStore(path)
+    first._db.execute("DROP INDEX objects_owner_name")
+    first._db.execute("CREATE INDEX objects_owner ON objects (kind, namespace, owner)")
+    first.create(_owned("ReplicaSet", "a-1", "a"))
+    first.close()
+    reopened = SqliteStore(path)
+    indexes = {r[0] for r in reopened._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "objects_owner_name" in indexes and "objects_owner" not in indexes
+    assert [o["metadata"]["name"] for o in reopened.list("ReplicaSet", owner=("Rollout", "a"))] == ["a-1"]
+    reopened.close()
+
+
+def test_analysis_runs_by_owner_and_label(store: SqliteStore) -> None:
+    """A rollout's runs are found by their controller reference (as Argo does); the label
+    filter still applies on top, and another rollout's runs (same label value or not) are not read."""
+    store.create(_owned("AnalysisRun", "web-1", "web", rollout="web"))
+    store.create(_owned("AnalysisRun", "web-2", "web", rollout="web"))
+    store.create(_owned("AnalysisRun", "api-1", "api", rollout="api"))
+    store.create(_owned("AnalysisRun", "stray", "api", rollout="web"))  # labelled web, owned by api
+    unowned = {"kind": "AnalysisRun", "metadata": {"name": "manual", "labels": {"rollout": "web"}}}
+    store.create(unowned)
+    found = store.list("AnalysisRun", "default", {"rollout": "web"}, owner=("Rollout", "web"))
+    assert [o["metadata"]["name"] for o in found] == ["web-1", "web-2"]
+    assert [o["metadata"]["name"] for o in store.list("AnalysisRun", "other", owner=("Rollout", "web"))] == []
+
+
+def test_names_lists_keys_without_decoding_bodies(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rollouts.store.sqlite as module
+
+    store.create(rollout("b"))
+    store.create(rollout("a"))
+    other = rollout("c")
+    other["metadata"]["namespace"] = "prod"
+    store.create(other)
+    store.create({"kind": "ClusterAnalysisTemplate", "metadata": {"name": "t"}, "spec": {}})
+
+    class NoDecoding:
+        dumps = staticmethod(module.json.dumps)
+
+        @staticmethod
+        def loads(_text: str) -> Any:
+            raise AssertionError("a body was decoded")
+
+    monkeypatch.setattr(module, "json", NoDecoding)
+    assert store.names("Rollout") == [("default", "a"), ("default", "b"), ("prod", "c")]
+    assert store.names("Rollout", "prod") == [("prod", "c")]
+    assert store.names("Rollout", "empty") == []
+    assert store.names("ClusterAnalysisTemplate") == [("", "t")]
+    assert store.names("ClusterAnalysisTemplate", "prod") == [("", "t")]
+
+
+def test_status_write_copies_only_the_status(store: SqliteStore) -> None:
+    obj = store.create(rollout())
+    obj["status"] = {"phase": "Paused", "conditions": [{"type": "Available"}]}
+    written = store.update_status(obj)
+    obj["status"]["conditions"].append({"type": "Mine"})  # the caller keeps editing its object
+    assert written["status"]["conditions"] == [{"type": "Available"}]
+    assert store.must_get("Rollout", "app")["status"]["conditions"] == [{"type": "Available"}]
+    same = dict(written)
+    assert store.update_status(same)["metadata"]["resourceVersion"] == written["metadata"]["resourceVersion"]
+    same.pop("status")
+    cleared = store.update_status(same)
+    assert "status" not in cleared and "status" not in store.must_get("Rollout", "app")
+    assert int(cleared["metadata"]["resourceVersion"]) > int(written["metadata"]["resourceVersion"])
+
+
+def test_mutate_writes_what_the_change_made_and_returns_a_fresh_object(store: SqliteStore) -> None:
+    store.create(rollout())
+    first = store.mutate("Rollout", "app", None, lambda o: o["spec"].update(paused=True))
+    first["spec"]["replicas"] = 7  # editing the returned object changes nothing stored
+    assert store.must_get("Rollout", "app")["spec"] == {"replicas": 1, "paused": True}
+    status = store.mutate("Rollout", "app", None, lambda o: o.update(status={"phase": "Paused"}), status=True)
+    assert status["status"] == {"phase": "Paused"} and status["metadata"]["generation"] == 2
+
+
+def test_an_update_that_changes_the_owner_moves_the_object_in_the_owner_index(store: SqliteStore) -> None:
+    created = store.create(_owned("ReplicaSet", "rs", "a"))
+    created["metadata"]["labels"] = {"x": "1"}  # same owner: the row is updated in place
+    updated = store.update(created)
+    assert [o["metadata"]["labels"] for o in store.list("ReplicaSet", owner=("Rollout", "a"))] == [{"x": "1"}]
+    updated["metadata"]["ownerReferences"][0]["name"] = "b"  # adopted by another rollout
+    store.update(updated)
+    assert store.list("ReplicaSet", owner=("Rollout", "a")) == []
+    assert [o["metadata"]["name"] for o in store.list("ReplicaSet", owner=("Rollout", "b"))] == ["rs"]
+    store.delete("ReplicaSet", "rs")
+    store.create(_owned("ReplicaSet", "rs", "c"))  # recreated after a delete: a new row
+    assert [o["metadata"]["name"] for o in store.list("ReplicaSet", owner=("Rollout", "c"))] == ["rs"]

@@ -87,7 +87,8 @@ class RolloutReconciler:
 
     def _runs(self, namespace: str, rollout: str) -> list[p.RunView]:
         views = []
-        for raw in self.store.list("AnalysisRun", namespace, {ROLLOUT_LABEL: rollout}):
+        # By owner (read through the store's index, as Argo matches runs by controller ref).
+        for raw in self.store.list("AnalysisRun", namespace, {ROLLOUT_LABEL: rollout}, owner=("Rollout", rollout)):
             labels = raw["metadata"].get("labels") or {}
             status = raw.get("status") or {}
             step = labels.get(STEP_INDEX_LABEL)
@@ -119,7 +120,13 @@ class RolloutReconciler:
         claimed: set[str] = set()
         for action in creates:
             base = re.sub(r"\.\d+$", "", action.name)
-            for run in self.store.list("AnalysisRun", namespace, {ROLLOUT_LABEL: rollout.metadata.name}):
+            owned = self.store.list(
+                "AnalysisRun",
+                namespace,
+                {ROLLOUT_LABEL: rollout.metadata.name},
+                owner=("Rollout", rollout.metadata.name),
+            )
+            for run in owned:
                 name = str(run["metadata"]["name"])
                 if name in recorded or name in claimed or not (name == base or name.startswith(base + ".")):
                     continue

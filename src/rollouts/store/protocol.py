@@ -8,6 +8,7 @@ Kubernetes one.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -19,7 +20,22 @@ Obj = dict[str, Any]
 class ResourceStore(Protocol):
     def get(self, kind: str, name: str, namespace: str | None = None) -> Obj | None: ...
 
-    def list(self, kind: str, namespace: str | None = None, labels: dict[str, str] | None = None) -> list[Obj]: ...
+    def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        labels: dict[str, str] | None = None,
+        *,
+        owner: tuple[str, str] | None = None,
+    ) -> list[Obj]:
+        """Objects of `kind`, optionally only those carrying `labels` and whose controlling
+        owner reference is `owner` (`("Rollout", name)`): the SQLite store answers that from
+        an index, so a reconcile reads only its own rollout's objects."""
+        ...
+
+    def names(self, kind: str, namespace: str | None = None) -> builtins.list[tuple[str, str]]:
+        """(namespace, name) of every object of `kind`, without reading their bodies."""
+        ...
 
     def add_listener(self, listener: Callable[[Change], None]) -> None: ...
 
@@ -52,8 +68,18 @@ class AsyncSqliteStore:
     def get(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
         return self.sqlite.get(kind, name, namespace)
 
-    def list(self, kind: str, namespace: str | None = None, labels: dict[str, str] | None = None) -> list[Obj]:
-        return self.sqlite.list(kind, namespace, labels)
+    def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        labels: dict[str, str] | None = None,
+        *,
+        owner: tuple[str, str] | None = None,
+    ) -> list[Obj]:
+        return self.sqlite.list(kind, namespace, labels, owner=owner)
+
+    def names(self, kind: str, namespace: str | None = None) -> builtins.list[tuple[str, str]]:
+        return self.sqlite.names(kind, namespace)
 
     def add_listener(self, listener: Callable[[Change], None]) -> None:
         self.sqlite.add_listener(listener)

@@ -146,9 +146,14 @@ class SqliteStore:
                 for kind, namespace, name, body in rows:
                     db.execute(
                         "UPDATE objects SET owner = ? WHERE kind = ? AND namespace = ? AND name = ?",
-                        (_owner_key(json.loads(body)), kind, namespace, name),
+                        (owner_key(json.loads(body)), kind, namespace, name),
                     )
-        self._db.execute("CREATE INDEX IF NOT EXISTS objects_owner ON objects (kind, namespace, owner)")
+        # `name` is in the index so that it also gives `list`'s order: with (kind, namespace,
+        # owner) alone SQLite preferred the primary key for ORDER BY name and scanned every
+        # object of the kind in the namespace (reading `owner` after each large body), which
+        # made a reconcile O(rollouts in the namespace) again.
+        self._db.execute("DROP INDEX IF EXISTS objects_owner")
+        self._db.execute("CREATE INDEX IF NOT EXISTS objects_owner_name ON objects (kind, namespace, owner, name)")
 
     def close(self) -> None:
         with self._lock:
@@ -184,14 +189,34 @@ class SqliteStore:
         ).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
-    def _put(self, db: sqlite3.Connection, obj: Obj) -> Obj:
+    def _put(self, db: sqlite3.Connection, obj: Obj, *, exists: bool = False, old_owner: str | None = None) -> Obj:
+        """Store `obj` with the next version; with `exists`, over the stored row whose owner
+        column holds `old_owner`.
+
+        An existing row is updated in place, its owner column only when the owner changed:
+        replacing the row (a delete and an insert under a new rowid) rewrote every index of
+        the table, and a write's commit, which copies each changed page to the WAL, took
+        about twice as long (~0.5 ms against ~0.3 ms at 10,000 rollouts)."""
         kind, namespace, name = _key(obj)
+        owner = owner_key(obj)
         rv = self._next_rv(db)
         obj["metadata"]["resourceVersion"] = str(rv)
-        db.execute(
-            "INSERT OR REPLACE INTO objects (kind, namespace, name, rv, body, owner) VALUES (?, ?, ?, ?, ?, ?)",
-            (kind, namespace, name, rv, json.dumps(obj, separators=(",", ":")), _owner_key(obj)),
-        )
+        body = json.dumps(obj, separators=(",", ":"))
+        if exists and owner == old_owner:
+            db.execute(
+                "UPDATE objects SET rv = ?, body = ? WHERE kind = ? AND namespace = ? AND name = ?",
+                (rv, body, kind, namespace, name),
+            )
+        elif exists:
+            db.execute(
+                "UPDATE objects SET rv = ?, body = ?, owner = ? WHERE kind = ? AND namespace = ? AND name = ?",
+                (rv, body, owner, kind, namespace, name),
+            )
+        else:
+            db.execute(
+                "INSERT INTO objects (kind, namespace, name, rv, body, owner) VALUES (?, ?, ?, ?, ?, ?)",
+                (kind, namespace, name, rv, body, owner),
+            )
         return obj
 
     # --- reads -----------------------------------------------------------------------------
@@ -239,6 +264,20 @@ class SqliteStore:
             ]
         return objs
 
+    def names(self, kind: str, namespace: str | None = None) -> builtins.list[tuple[str, str]]:
+        """(namespace, name) of every object of `kind` (in `namespace`), in `list`'s order,
+        read from the primary-key index alone: no body is read or decoded. For callers that
+        need only keys (queueing every rollout at start and on resync)."""
+        with self._lock:
+            if namespace is None:
+                rows = self._db.execute("SELECT namespace, name FROM objects WHERE kind = ? ORDER BY name", (kind,))
+            else:
+                rows = self._db.execute(
+                    "SELECT namespace, name FROM objects WHERE kind = ? AND namespace = ? ORDER BY name",
+                    (kind, _ns(kind, namespace)),
+                )
+            return [(str(r[0]), str(r[1])) for r in rows.fetchall()]
+
     def current_rv(self) -> int:
         with self._lock:
             row = self._db.execute("SELECT value FROM counters WHERE name = 'rv'").fetchone()
@@ -282,13 +321,18 @@ class SqliteStore:
         """Replace status only (the status subresource); refused if resourceVersion is stale."""
         return self._update(obj, status_only=True)
 
-    def _update(self, obj: Obj, *, status_only: bool) -> Obj:
-        obj = copy.deepcopy(obj)
+    def _update(self, obj: Obj, *, status_only: bool, owned: bool = False) -> Obj:
+        """`owned`: `obj` is the caller's to give away (`mutate`'s own fresh read), no copy.
+
+        A status write takes only the status from `obj` (copied below); the rest is the
+        freshly decoded stored object, which needs no copy either."""
+        obj = obj if status_only or owned else copy.deepcopy(obj)
         kind, namespace, name = _key(obj)
         with self._write() as db:
             current = self._read(db, kind, namespace, name)
             if current is None:
                 raise NotFoundError(f'{kind} "{name}" not found')
+            old_owner = owner_key(current)  # before `merged` below, which may be `current` edited
             sent_rv = obj["metadata"].get("resourceVersion")
             if sent_rv is not None and str(sent_rv) != current["metadata"]["resourceVersion"]:
                 raise ConflictError(
@@ -296,9 +340,11 @@ class SqliteStore:
                     f"now {current['metadata']['resourceVersion']}): read it again and retry"
                 )
             if status_only:
-                merged = copy.deepcopy(current)
+                if ("status" in obj) == ("status" in current) and obj.get("status") == current.get("status"):
+                    return current
+                merged = current
                 if "status" in obj:
-                    merged["status"] = obj["status"]
+                    merged["status"] = obj["status"] if owned else copy.deepcopy(obj["status"])
                 else:
                     merged.pop("status", None)
             else:
@@ -314,9 +360,9 @@ class SqliteStore:
                     merged.pop("status", None)
                 if _spec_of(merged) != _spec_of(current):
                     merged["metadata"]["generation"] = int(current["metadata"].get("generation", 1)) + 1
-            if merged == current:
+            if not status_only and merged == current:
                 return current
-            stored = self._put(db, merged)
+            stored = self._put(db, merged, exists=True, old_owner=old_owner)
         self._notify(Change(kind, namespace, name, int(stored["metadata"]["resourceVersion"]), False))
         return stored
 
@@ -350,7 +396,7 @@ class SqliteStore:
             current = self.must_get(kind, name, namespace)
             change(current)
             try:
-                return self.update_status(current) if status else self.update(current)
+                return self._update(current, status_only=status, owned=True)
             except ConflictError:
                 continue
         raise ConflictError(f'{kind} "{name}" kept changing: try again')
@@ -390,8 +436,9 @@ def _spec_of(obj: Obj) -> Any:
     return rest
 
 
-def _owner_key(obj: Obj) -> str | None:
-    """ "Kind/name" of the controlling owner reference (else the first one), for the owner index."""
+def owner_key(obj: Obj) -> str | None:
+    """ "Kind/name" of the controlling owner reference (else the first one), for the owner index
+    (and for stores without one, to filter `list(owner=...)` the same way)."""
     refs = (obj.get("metadata") or {}).get("ownerReferences") or []
     chosen = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
     return f"{chosen.get('kind')}/{chosen.get('name')}" if chosen else None

@@ -10,6 +10,7 @@ subresource.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from rollouts.platform.kubernetes.api import KubeApi
 from rollouts.platform.kubernetes.informer import Informer
 from rollouts.platform.kubernetes.resources import ResourceType
 from rollouts.store.errors import ConflictError, NotFoundError
-from rollouts.store.sqlite import Change
+from rollouts.store.sqlite import Change, owner_key
 
 Obj = dict[str, Any]
 
@@ -70,10 +71,18 @@ class KubeStore:
         obj = informer.cache.get((ns, name))
         return copy.deepcopy(obj) if obj is not None else None
 
-    def list(self, kind: str, namespace: str | None = None, labels: dict[str, str] | None = None) -> list[Obj]:
+    def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        labels: dict[str, str] | None = None,
+        *,
+        owner: tuple[str, str] | None = None,
+    ) -> list[Obj]:
         informer = self.informers.get(kind)
         if informer is None:
             return []
+        wanted_owner = f"{owner[0]}/{owner[1]}" if owner is not None else None
         found = []
         for (ns, _name), obj in sorted(informer.cache.items()):
             if namespace is not None and informer.rt.namespaced and ns != namespace:
@@ -81,8 +90,20 @@ class KubeStore:
             obj_labels = (obj.get("metadata") or {}).get("labels") or {}
             if labels and any(obj_labels.get(k) != v for k, v in labels.items()):
                 continue
+            if wanted_owner is not None and owner_key(obj) != wanted_owner:
+                continue
             found.append(copy.deepcopy(obj))
         return found
+
+    def names(self, kind: str, namespace: str | None = None) -> builtins.list[tuple[str, str]]:
+        informer = self.informers.get(kind)
+        if informer is None:
+            return []
+        return [
+            (ns, name)
+            for ns, name in sorted(informer.cache)
+            if namespace is None or not informer.rt.namespaced or ns == namespace
+        ]
 
     # --- writes (API) --------------------------------------------------------------------------
 
