@@ -103,3 +103,15 @@ def test_apply_then_operations_write_intent(state: Path) -> None:
         "UP-TO-DATE",
         "AVAILABLE",
     ]
+
+
+def test_pause_then_resume_toggle_spec_paused(state: Path) -> None:
+    code, output = run(state, "apply", "-f", str(EXAMPLES / "q2q-ai"))
+    assert code == 0, output
+    name = next(o["metadata"]["name"] for o in SqliteStore(state).list("Rollout"))
+    assert run(state, "pause", name) == (0, f"rollout '{name}' paused\n")
+    assert SqliteStore(state).get("Rollout", name, "default")["spec"]["paused"] is True
+    assert run(state, "resume", name) == (0, f"rollout '{name}' resumed\n")
+    assert SqliteStore(state).get("Rollout", name, "default")["spec"]["paused"] is False
+    code, output = run(state, "resume", name)
+    assert code == 1 and output.startswith(f'error: rollout "{name}" is not paused by a user')

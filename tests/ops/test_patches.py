@@ -92,7 +92,7 @@ def test_promote_full() -> None:
     ],
 )
 def test_simple_operations(operation: Any, expected: dict[str, Any] | None) -> None:
-    patch = operation(ro({}))
+    patch = operation(ro({}, paused=operation is patches.resume))
     if expected is not None:
         assert patch.status and patch.obj["status"] == expected
     else:
@@ -150,3 +150,15 @@ def test_undo_refused() -> None:
         patches.undo(ro(), [rs(1, "h1", "app:v1")], 7)
     with pytest.raises(patches.OperationError, match="no previous revision"):
         patches.undo(ro({"currentPodHash": "h1"}), [rs(1, "h1", "app:v1")])
+
+
+def test_resume_clears_the_user_pause_and_keeps_pause_steps() -> None:
+    patch = patches.resume(ro({"currentStepIndex": 1, "pauseConditions": PAUSE}, paused=True))
+    assert patch.spec and not patch.status
+    assert patch.obj["spec"]["paused"] is False
+    assert patch.obj["status"]["pauseConditions"] == PAUSE  # a pause step still needs promote
+
+
+def test_resume_refused_when_not_paused_by_a_user() -> None:
+    with pytest.raises(patches.OperationError, match=r"nothing to resume .*use promote"):
+        patches.resume(ro({"currentStepIndex": 1, "pauseConditions": PAUSE}))

@@ -408,6 +408,15 @@ def pause(ctx: click.Context, name: str) -> None:
 
 @cli.command()
 @click.argument("name")
+@click.pass_context
+def resume(ctx: click.Context, name: str) -> None:
+    """Resume a rollout paused with `pause` (clears spec.paused; pause steps stay)."""
+    _write_intent(ctx, name, patches.resume)
+    click.echo(f"rollout '{name}' resumed")
+
+
+@cli.command()
+@click.argument("name")
 @click.option("-i", "--in", "in_", default="0s", help="Restart after this long (e.g. 10m).")
 @click.pass_context
 def restart(ctx: click.Context, name: str, in_: str) -> None:

@@ -105,6 +105,12 @@ def pause(ro: Obj) -> Patch:
 
 
 def resume(ro: Obj) -> Patch:
+    """Undo `pause`: clear spec.paused. Unlike `promote`, a pause step is not skipped."""
+    if not ro["spec"].get("paused"):
+        raise OperationError(
+            f'rollout "{_name(ro)}" is not paused by a user (spec.paused): nothing to resume '
+            "(to move past a pause step, use promote)"
+        )
     new = copy.deepcopy(ro)
     new["spec"]["paused"] = False
     return Patch(new, spec=True)
