@@ -110,8 +110,8 @@ def test_pause_then_resume_toggle_spec_paused(state: Path) -> None:
     assert code == 0, output
     name = next(o["metadata"]["name"] for o in SqliteStore(state).list("Rollout"))
     assert run(state, "pause", name) == (0, f"rollout '{name}' paused\n")
-    assert SqliteStore(state).get("Rollout", name, "default")["spec"]["paused"] is True
+    assert (SqliteStore(state).get("Rollout", name, "default") or {})["spec"]["paused"] is True
     assert run(state, "resume", name) == (0, f"rollout '{name}' resumed\n")
-    assert SqliteStore(state).get("Rollout", name, "default")["spec"]["paused"] is False
+    assert (SqliteStore(state).get("Rollout", name, "default") or {})["spec"]["paused"] is False
     code, output = run(state, "resume", name)
     assert code == 1 and output.startswith(f'error: rollout "{name}" is not paused by a user')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -213,7 +214,7 @@ def test_names_lists_keys_without_decoding_bodies(store: SqliteStore, monkeypatc
     store.create({"kind": "ClusterAnalysisTemplate", "metadata": {"name": "t"}, "spec": {}})
 
     class NoDecoding:
-        dumps = staticmethod(module.json.dumps)
+        dumps = staticmethod(json.dumps)
 
         @staticmethod
         def loads(_text: str) -> Any:
