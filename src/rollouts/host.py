@@ -25,6 +25,7 @@ from pathlib import Path
 
 from rollouts.analysis.providers import default_providers
 from rollouts.config import state_dir_for
+from rollouts.controller.admin import ControllerMetrics
 from rollouts.controller.manager import Controller, utc_now
 from rollouts.platform.embedded.platform import EmbeddedPlatform
 from rollouts.platform.embedded.proxy import ProxyServer
@@ -56,19 +57,24 @@ class EmbeddedHost:
         self.elector = LeaderElector(
             self.store, identity, lease_duration=lease_duration, renew_interval=lease_renew_interval
         )
-        self.proxy = ProxyServer(ProxyMetrics())
+        # One registry: the admin listener's /metrics shows the controller's metrics and the proxy's.
+        self.metrics = ControllerMetrics()
+        self.proxy = ProxyServer(ProxyMetrics(self.metrics.registry))
         self.runtime = EmbeddedRuntime(
             self.store, state_dir_for(state_path), self.proxy, leading=self.elector.is_leader
         )
         self.platform = EmbeddedPlatform(self.store)
         self.providers = default_providers(prometheus_address=prometheus_address)
+        store = AsyncSqliteStore(self.store)
+        self.metrics.watch_store(store)
         self.controller = Controller(
-            AsyncSqliteStore(self.store),
+            store,
             self.platform,
             self.providers,
             clock=clock,
             leading=self.elector.is_leader,
             change_feed=self.store,
+            metrics=self.metrics,
         )
         self.lost = asyncio.Event()
         self.lost_reason = ""
@@ -83,6 +89,7 @@ class EmbeddedHost:
     async def start(self) -> None:
         """Wait to lead, then start serving and reconciling (see the module docstring)."""
         await self.elector.acquire()
+        self.metrics.leader.set(1)
         self._lease_task = asyncio.create_task(self._hold_lease(), name="controller-lease")
         self.admin_port = await self._start_admin()
         self.store.add_listener(self.runtime.on_store_change)
@@ -108,6 +115,7 @@ class EmbeddedHost:
         reason = await self.elector.hold()
         log.error("controller %s lost leadership: %s; it stops acting now", self.identity, reason)
         self.lost_reason = reason
+        self.metrics.leader.set(0)
         if self._closing:  # close() is stopping everything already
             return
         await self._stop_controller()

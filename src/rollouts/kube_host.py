@@ -3,6 +3,11 @@
 `rollouts controller --platform kubernetes` starts a `KubeHost`. Every replica serves
 `/healthz` and `/metrics`; only the holder of the Lease reconciles. A leader that cannot
 renew stops acting and the process exits, as client-go controllers do.
+
+Scope: `namespace` (None: all namespaces) limits every informer, and `instance_id` the
+Rollouts and AnalysisRuns acted on (`rollouts.model.scope`). The Lease is named after the
+instance id (`leader.lease_name`) and lives in the controller's own namespace
+(`lease_namespace_for`).
 """
 
 from __future__ import annotations
@@ -13,17 +18,42 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Mapping
+from pathlib import Path
 
 from rollouts.analysis.providers import default_providers
 from rollouts.controller.admin import AdminServer, ControllerMetrics
 from rollouts.controller.manager import Controller
 from rollouts.platform.kubernetes.api import KubeApi, load_api_client
 from rollouts.platform.kubernetes.job_provider import KubeJobProvider
-from rollouts.platform.kubernetes.leader import KubeLeaderElector
+from rollouts.platform.kubernetes.leader import KubeLeaderElector, lease_name
 from rollouts.platform.kubernetes.platform import KubernetesPlatform
 from rollouts.platform.kubernetes.store import KubeStore
 
 log = logging.getLogger(__name__)
+
+# Where a pod's service account token mounts its namespace (what client-go's in-cluster config reads).
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def lease_namespace_for(
+    watched: str | None,
+    *,
+    in_cluster: bool = True,
+    env: Mapping[str, str] | None = None,
+    service_account_file: Path = SERVICE_ACCOUNT_NAMESPACE,
+) -> str:
+    """The controller's own namespace, where its Lease lives: $POD_NAMESPACE (the Deployment's
+    downward API), else, in a pod (no --kubeconfig), its service account's namespace, else the
+    watched namespace, else "default"."""
+    environ = os.environ if env is None else env
+    if environ.get("POD_NAMESPACE"):
+        return environ["POD_NAMESPACE"]
+    mounted = ""
+    if in_cluster:
+        with contextlib.suppress(OSError):
+            mounted = service_account_file.read_text().strip()
+    return mounted or watched or "default"
 
 
 class KubeHost:
@@ -33,6 +63,7 @@ class KubeHost:
         kubeconfig: str | None = None,
         context: str | None = None,
         namespace: str | None = None,
+        instance_id: str | None = None,
         leader_elect: bool = True,
         lease_namespace: str | None = None,
         identity: str | None = None,
@@ -48,8 +79,10 @@ class KubeHost:
         self.kubeconfig = kubeconfig
         self.context = context
         self.namespace = namespace
+        self.instance_id = instance_id or None
         self.leader_elect = leader_elect
-        self.lease_namespace = lease_namespace or os.environ.get("POD_NAMESPACE") or namespace or "default"
+        self.lease_namespace = lease_namespace or lease_namespace_for(namespace, in_cluster=kubeconfig is None)
+        self.lease_name = lease_name(self.instance_id)
         self.identity = identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
         self.metrics_port_wanted = metrics_port
         self.healthz_port_wanted = healthz_port
@@ -82,6 +115,7 @@ class KubeHost:
                 self.api,
                 self.identity,
                 namespace=self.lease_namespace,
+                name=self.lease_name,
                 lease_duration=duration,
                 renew_interval=renew,
                 renew_deadline=deadline,
@@ -89,7 +123,7 @@ class KubeHost:
             )
             await self.elector.acquire()
             self._tasks.append(asyncio.create_task(self._hold(), name="lease"))
-        self.store = KubeStore(self.api, self.namespace)
+        self.store = KubeStore(self.api, self.namespace, instance_id=self.instance_id)
         self.metrics.watch_store(self.store)
         await self.store.start()
         platform = KubernetesPlatform(self.store)
@@ -101,6 +135,7 @@ class KubeHost:
             platform,
             providers,
             leading=self.elector.is_leader if self.elector else None,
+            metrics=self.metrics,
         )
         self.metrics.leader.set(1)
         self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))

@@ -136,7 +136,7 @@ def test_create_with_name_namespace_and_overridden_default(state: Path, store: S
     stored = store.must_get("AnalysisRun", "latency-check-1", "shop")
     args = {a["name"]: a.get("value") for a in stored["spec"]["args"]}
     assert args["latency-threshold-ms"] == "250"
-    assert stored["metadata"]["labels"] == {"argo-rollouts.argoproj.io/instance-id": "blue"}
+    assert stored["metadata"]["labels"] == {"argo-rollouts.argoproj.io/controller-instance-id": "blue"}
 
 
 def test_create_local_namespace_option(state: Path, store: SqliteStore) -> None:

@@ -57,6 +57,9 @@ class Sim:
         self.services: dict[str, str] = {}
         self.weight = 0
         self.events: list[str] = []
+        self.recorded: list[p.RecordEvent] = []
+        # Every update outcome the plans reported (Plan.outcomes), in order.
+        self.outcomes: list[p.UpdateOutcome] = []
         self.last: p.Plan | None = None
         self.invalid: str | None = None
         self.restarted: list[str] = []
@@ -119,6 +122,7 @@ class Sim:
             implicit_router=self.implicit_router,
         )
         result = plan(snap)
+        self.outcomes.extend(result.outcomes)
         for action in result.actions:
             self._apply(action)
         self.status = result.status.to_json()
@@ -184,6 +188,7 @@ class Sim:
                         )
             case p.RecordEvent():
                 self.events.append(action.reason)
+                self.recorded.append(action)
 
     # --- observations ----------------------------------------------------------------------
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -250,6 +251,46 @@ def retried() -> Sim:
     return sim
 
 
+def retried_after_scale_down() -> Sim:
+    """Retry once the aborted canary is gone: the first reconcile only scales it up again."""
+    sim = aborted()
+    sim.advance(30)  # abortScaleDownDelaySeconds (default 30): the canary goes to 0
+    sim.converge()
+    assert sim.replicas() == {1: 4, 2: 0}
+    sim.status = patches.retry(sim.rollout().to_json()).obj["status"]
+    sim.reconcile()
+    return sim
+
+
+def retried_and_progressing() -> Sim:
+    sim = retried_after_scale_down()
+    sim.settle()
+    sim.reconcile()
+    return sim
+
+
+def resumed_mid_step() -> Sim:
+    """spec.paused set and cleared while the canary's pods are still starting: no progress yet."""
+    sim = deployed()
+    sim.set_image("app:v2")
+    sim.reconcile()
+    sim.reconcile()
+    sim.manifest["spec"]["paused"] = True
+    sim.reconcile()
+    assert sim.phase == "Paused"
+    sim.manifest["spec"]["paused"] = False
+    sim.advance(5)
+    sim.reconcile()
+    return sim
+
+
+def spec_unpaused() -> Sim:
+    sim = spec_paused()
+    sim.manifest["spec"]["paused"] = False
+    sim.converge()
+    return sim
+
+
 def timed_out() -> Sim:
     sim = deployed(progressDeadlineSeconds=60)
     sim.set_image("app:v2")
@@ -278,6 +319,22 @@ def promoted() -> Sim:
     return sim
 
 
+def promoted_old_stable_gone() -> Sim:
+    sim = promoted()
+    sim.advance(30)  # scaleDownDelaySeconds (default 30 with a router)
+    sim.converge()
+    assert sim.replicas() == {1: 0, 2: 4}
+    return sim
+
+
+def pods_lost_after_promotion() -> Sim:
+    sim = promoted_old_stable_gone()
+    name = next(name for name, rs in sim.rs.items() if rs.revision == 2)
+    sim.rs[name] = replace(sim.rs[name], ready=3, available=3)
+    sim.reconcile()
+    return sim
+
+
 def invalid() -> Sim:
     sim = deployed()
     sim.invalid = "spec.selector: required"
@@ -300,6 +357,26 @@ def blue_green_paused() -> Sim:
     return sim
 
 
+def blue_green_active_lost_a_pod() -> Sim:
+    """The preview is up (3 of 3) but the active ReplicaSet has 2 of 3 pods available: 5 pods
+    are available in all, yet the active Service is not backed by a saturated ReplicaSet."""
+    sim = blue_green_paused()
+    name = next(name for name, rs in sim.rs.items() if rs.revision == 1)
+    sim.rs[name] = replace(sim.rs[name], ready=2, available=2)
+    sim.reconcile()
+    assert sim.status is not None and sim.status["availableReplicas"] == 5
+    return sim
+
+
+def blue_green_promoted() -> Sim:
+    sim = blue_green_paused()
+    sim.status = patches.promote(sim.rollout().to_json()).obj["status"]
+    sim.converge()
+    return sim
+
+
+# Argo's code adds Paused and Healthy only once they first hold (checkPausedConditions,
+# calculateRolloutConditions), then flips them; the others are always present.
 NOT_PAUSED = cond("Paused", "False", "RolloutPaused", "Rollout is paused")
 IS_PAUSED = cond("Paused", "True", "RolloutPaused", "Rollout is paused")
 COMPLETED = cond("Completed", "True", "RolloutCompleted", "RolloutCompleted")
@@ -309,6 +386,8 @@ NOT_HEALTHY = cond("Healthy", "False", "RolloutHealthy", "Rollout is not healthy
 AVAILABLE = cond("Available", "True", "AvailableReason", "Rollout has minimum availability")
 NOT_AVAILABLE = cond("Available", "False", "AvailableReason", "Rollout does not have minimum availability")
 PAUSED_PROGRESSING = cond("Progressing", "Unknown", "RolloutPaused", "Rollout is paused")
+RESUMED = cond("Progressing", "Unknown", "RolloutResumed", "Rollout is resumed")
+RETRYING = cond("Progressing", "Unknown", "RolloutRetry", "Retrying Rollout after abort")
 
 
 def progressing(status: str, reason: str, message: str) -> dict[str, str]:
@@ -322,11 +401,9 @@ CONDITIONS = [
         [
             NOT_AVAILABLE,
             progressing("True", "ReplicaSetUpdated", 'ReplicaSet "app-{1}" is progressing.'),
-            NOT_PAUSED,
             COMPLETED,
-            NOT_HEALTHY,
         ],
-        id="initial-deploy-starting",
+        id="initial-deploy-starting-no-paused-or-healthy-yet",
     ),
     pytest.param(
         healthy,
@@ -334,11 +411,10 @@ CONDITIONS = [
         [
             AVAILABLE,
             progressing("True", "NewReplicaSetAvailable", 'ReplicaSet "app-{1}" has successfully progressed.'),
-            NOT_PAUSED,
             COMPLETED,
             HEALTHY,
         ],
-        id="healthy",
+        id="healthy-never-paused",
     ),
     pytest.param(
         update_started,
@@ -346,7 +422,6 @@ CONDITIONS = [
         [
             AVAILABLE,
             progressing("True", "ReplicaSetUpdated", 'ReplicaSet "app-{2}" is progressing.'),
-            NOT_PAUSED,
             NOT_COMPLETED,
             NOT_HEALTHY,
         ],
@@ -362,16 +437,35 @@ CONDITIONS = [
         spec_paused, "Paused", [AVAILABLE, PAUSED_PROGRESSING, IS_PAUSED, COMPLETED, NOT_HEALTHY], id="spec-paused"
     ),
     pytest.param(
+        spec_unpaused,
+        "Healthy",
+        [
+            AVAILABLE,
+            progressing("True", "NewReplicaSetAvailable", 'ReplicaSet "app-{1}" has successfully progressed.'),
+            NOT_PAUSED,
+            COMPLETED,
+            HEALTHY,
+        ],
+        id="spec-unpaused-at-rest",
+    ),
+    pytest.param(
         resumed,
         "Progressing",
         [
             AVAILABLE,
+            # Resumed, and the pause step completed in the same reconcile: progress.
             progressing("True", "ReplicaSetUpdated", 'ReplicaSet "app-{2}" is progressing.'),
             NOT_PAUSED,
             NOT_COMPLETED,
             NOT_HEALTHY,
         ],
-        id="resumed",
+        id="promoted-from-pause-step-progresses",
+    ),
+    pytest.param(
+        resumed_mid_step,
+        "Progressing",
+        [AVAILABLE, RESUMED, NOT_PAUSED, NOT_COMPLETED, NOT_HEALTHY],
+        id="resumed-without-progress-yet",
     ),
     pytest.param(
         aborted,
@@ -379,14 +473,33 @@ CONDITIONS = [
         [
             AVAILABLE,
             progressing("False", "RolloutAborted", "Rollout aborted update to revision 2"),
-            NOT_PAUSED,
+            IS_PAUSED,  # Argo leaves Paused as it was (True at the pause step) while aborted
             NOT_COMPLETED,
             NOT_HEALTHY,
         ],
-        id="aborted",
+        id="aborted-at-pause-step",
     ),
     pytest.param(
         retried,
+        "Progressing",
+        [
+            AVAILABLE,
+            # The canary was still up: step 0 completes at once, which is progress.
+            progressing("True", "ReplicaSetUpdated", 'ReplicaSet "app-{2}" is progressing.'),
+            IS_PAUSED,  # still untouched in the reconcile that sees the retry
+            NOT_COMPLETED,
+            NOT_HEALTHY,
+        ],
+        id="retried-canary-still-up",
+    ),
+    pytest.param(
+        retried_after_scale_down,
+        "Progressing",
+        [AVAILABLE, RETRYING, IS_PAUSED, NOT_COMPLETED, NOT_HEALTHY],
+        id="retried-waiting-for-canary",
+    ),
+    pytest.param(
+        retried_and_progressing,
         "Progressing",
         [
             AVAILABLE,
@@ -395,7 +508,7 @@ CONDITIONS = [
             NOT_COMPLETED,
             NOT_HEALTHY,
         ],
-        id="retried",
+        id="retried-then-progressing",
     ),
     pytest.param(
         timed_out,
@@ -403,7 +516,6 @@ CONDITIONS = [
         [
             AVAILABLE,
             progressing("False", "ProgressDeadlineExceeded", 'ReplicaSet "app-{2}" has timed out progressing.'),
-            NOT_PAUSED,
             NOT_COMPLETED,
             NOT_HEALTHY,
         ],
@@ -419,7 +531,6 @@ CONDITIONS = [
                 "RolloutAborted",
                 'Rollout aborted update to revision 2: ReplicaSet "app-{2}" has timed out progressing.',
             ),
-            NOT_PAUSED,
             NOT_COMPLETED,
             NOT_HEALTHY,
         ],
@@ -433,15 +544,57 @@ CONDITIONS = [
             progressing("True", "NewReplicaSetAvailable", 'ReplicaSet "app-{2}" has successfully progressed.'),
             NOT_PAUSED,
             COMPLETED,
+            NOT_HEALTHY,  # Argo's RolloutHealthy: the old stable's pods (scale-down delay) still run
+        ],
+        id="promoted-old-stable-in-scale-down-delay",
+    ),
+    pytest.param(
+        promoted_old_stable_gone,
+        "Healthy",
+        [
+            AVAILABLE,
+            progressing("True", "NewReplicaSetAvailable", 'ReplicaSet "app-{2}" has successfully progressed.'),
+            NOT_PAUSED,
+            COMPLETED,
             HEALTHY,
         ],
-        id="promoted",
+        id="promoted-old-stable-scaled-down",
+    ),
+    pytest.param(
+        pods_lost_after_promotion,
+        "Progressing",
+        [
+            NOT_AVAILABLE,
+            progressing("True", "ReplicaSetNotAvailable", "Rollout does not have minimum availability"),
+            NOT_PAUSED,
+            COMPLETED,
+            NOT_HEALTHY,
+        ],
+        id="healthy-rollout-loses-a-pod",
     ),
     pytest.param(
         blue_green_paused,
         "Paused",
         [AVAILABLE, PAUSED_PROGRESSING, IS_PAUSED, NOT_COMPLETED, NOT_HEALTHY],
         id="blue-green-paused",
+    ),
+    pytest.param(
+        blue_green_active_lost_a_pod,
+        "Paused",
+        [NOT_AVAILABLE, PAUSED_PROGRESSING, IS_PAUSED, NOT_COMPLETED, NOT_HEALTHY],
+        id="blue-green-available-needs-saturated-active",
+    ),
+    pytest.param(
+        blue_green_promoted,
+        "Healthy",
+        [
+            AVAILABLE,
+            progressing("True", "NewReplicaSetAvailable", 'ReplicaSet "app-{2}" has successfully progressed.'),
+            NOT_PAUSED,
+            COMPLETED,
+            NOT_HEALTHY,  # the old active's pods (scale-down delay) still count as available
+        ],
+        id="blue-green-promoted",
     ),
 ]
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from rollouts.ops import patches
 from tests.core.sim import Sim, canary_rollout
 
 
@@ -89,3 +90,46 @@ def test_manual_pause_is_not_counted() -> None:
     sim.advance(3600)
     sim.reconcile()
     assert sim.phase == "Paused"
+
+
+def _resume(sim: Sim) -> None:
+    """spec.paused set mid-step (pods not ready) for an hour, then cleared."""
+    sim.manifest["spec"]["paused"] = True
+    sim.reconcile()
+    sim.advance(3600)
+    sim.reconcile()
+    sim.manifest["spec"]["paused"] = False
+    sim.reconcile()
+
+
+@pytest.mark.parametrize(
+    ("wait", "expected_phase", "expected_reason"),
+    [
+        pytest.param(59, "Progressing", "RolloutResumed", id="deadline-counts-from-the-resume"),
+        pytest.param(61, "Degraded", "ProgressDeadlineExceeded", id="no-progress-after-the-resume"),
+    ],
+)
+def test_deadline_after_resume(wait: int, expected_phase: str, expected_reason: str) -> None:
+    """Argo's RolloutResumed reason restarts the clock: an update paused for longer than the
+    deadline is not Degraded when resumed, only after a deadline without progress."""
+    sim = updating([{"setWeight": 50}, {"pause": {}}], progressDeadlineSeconds=60)
+    _resume(sim)
+    assert (sim.phase, progressing_reason(sim)) == ("Progressing", "RolloutResumed")
+    sim.advance(wait)
+    sim.reconcile()
+    assert (sim.phase, progressing_reason(sim)) == (expected_phase, expected_reason)
+
+
+def test_retry_after_a_long_abort_is_not_degraded() -> None:
+    """Aborted for an hour, then retried: RolloutRetry, the clock restarted (no instant Degraded)."""
+    sim = updating([{"setWeight": 50}, {"pause": {}}], progressDeadlineSeconds=60)
+    sim.status = patches.abort(sim.rollout().to_json()).obj["status"]
+    sim.converge()
+    sim.advance(3600)
+    sim.converge()
+    sim.status = patches.retry(sim.rollout().to_json()).obj["status"]
+    sim.reconcile()
+    assert (sim.phase, progressing_reason(sim)) == ("Progressing", "RolloutRetry")
+    sim.advance(59)
+    sim.reconcile()  # the canary scaled up again: progress
+    assert (sim.phase, progressing_reason(sim)) == ("Progressing", "ReplicaSetUpdated")

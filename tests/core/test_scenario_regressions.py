@@ -196,3 +196,121 @@ def test_dynamic_stable_scale_abort_returns_traffic_as_the_stable_becomes_availa
     # and goes to 0 without waiting for the default abortScaleDownDelaySeconds.
     assert observed == [(75, 3), (50, 3), (25, 2), (0, 1), (0, 0), (0, 0)]
     assert sim.phase == "Degraded" and sim.replicas() == {1: 4, 2: 0}
+
+
+# --- abortScaleDownDelaySeconds with dynamicStableScale (TestCanaryDynamicStableScaleAbortScaleDownDelay)
+
+
+def _aborted_at_75(**spec: Any) -> Sim:
+    steps: list[dict[str, Any]] = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 75}, {"pause": {}}]
+    sim = deployed(steps, trafficRouting=NGINX, **spec)
+    update_to(sim, "app:v2", promote=False)
+    sim.status = patches.promote(sim.rollout().to_json()).obj["status"]
+    sim.converge()
+    sim.status = patches.abort(sim.rollout().to_json()).obj["status"]
+    return sim
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        pytest.param(
+            {"dynamicStableScale": True, "abortScaleDownDelaySeconds": 10},
+            # (weight, canary pods, scale-down deadline set) as the stable's pods become available:
+            # the canary stays at 3 until 10 s after the stable is whole, traffic follows the stable.
+            [(75, 3, False), (50, 3, False), (25, 3, False), (0, 3, True), (0, 3, True)],
+            id="dynamic-explicit-delay-keeps-canary-until-deadline",
+        ),
+        pytest.param(
+            {"dynamicStableScale": True},
+            [(75, 3, False), (50, 3, False), (25, 2, False), (0, 1, False), (0, 0, False)],
+            id="dynamic-default-drains-with-traffic",
+        ),
+    ],
+)
+def test_dynamic_stable_scale_abort_delay(spec: dict[str, Any], expected: list[tuple[int, int, bool]]) -> None:
+    sim = _aborted_at_75(**spec)
+    observed = []
+    for stable_available in (1, 2, 3, 4, 4):
+        set_available(sim, 1, min(stable_available, sim.replicas()[1]))
+        sim.reconcile()
+        canary = next(rs for rs in sim.rs.values() if rs.revision == 2)
+        observed.append((sim.weight, canary.replicas, canary.scale_down_at is not None))
+    assert observed == expected
+    assert sim.replicas()[1] == 4 and sim.phase == "Degraded"
+    if spec.get("abortScaleDownDelaySeconds"):
+        sim.advance(9)
+        sim.reconcile()
+        assert sim.replicas()[2] == 3, "before the deadline"
+        sim.advance(1)
+        sim.reconcile()
+        canary = next(rs for rs in sim.rs.values() if rs.revision == 2)
+        assert (canary.replicas, canary.scale_down_at) == (0, None), "scaled down at the deadline, mark removed"
+
+
+def test_abort_delay_starts_once_the_stable_is_whole() -> None:
+    """Argo marks the canary with its deadline only when every stable pod is available."""
+    sim = deployed(trafficRouting=NGINX, abortScaleDownDelaySeconds=10)
+    update_to(sim, "app:v2", promote=False)
+    set_available(sim, 1, 3)  # a stable pod restarts
+    sim.status = patches.abort(sim.rollout().to_json()).obj["status"]
+    sim.reconcile()
+    assert sim.weight == 0 and sim.replicas() == {1: 4, 2: 2}
+    sim.advance(60)
+    sim.reconcile()
+    assert sim.replicas()[2] == 2, "no deadline while the stable is short of a pod"
+    set_available(sim, 1, 4)
+    result = sim.reconcile()
+    assert result.requeue_after == pytest.approx(10)
+    sim.advance(10)
+    sim.reconcile()
+    assert sim.replicas() == {1: 4, 2: 0}
+
+
+# --- the start time of a rollback (DurationSuite) -----------------------------------------------------
+
+
+def _v3_in_flight_from_v2_stable() -> Sim:
+    sim = deployed()
+    update_to(sim, "app:v2", promote=True)
+    sim.advance(100)
+    update_to(sim, "app:v3", promote=False)  # started at T0 + 100 s
+    sim.advance(100)
+    return sim
+
+
+def _undo_to_v1(sim: Sim) -> None:
+    sim.set_image("app:v1")  # older than the stable (v2), outside any window: RolledBack
+    sim.converge()
+
+
+def _abort_then_undo(sim: Sim) -> None:
+    sim.status = patches.abort(sim.rollout().to_json()).obj["status"]
+    sim.converge()
+    sim.advance(100)
+    _undo_to_v1(sim)
+
+
+def _undo_then_abort(sim: Sim) -> None:
+    _undo_to_v1(sim)
+    sim.advance(100)
+    sim.status = patches.abort(sim.rollout().to_json()).obj["status"]
+    sim.converge()
+
+
+@pytest.mark.parametrize(
+    ("operation", "completion", "finished"),
+    [
+        pytest.param(_undo_to_v1, "RolledBack", False, id="rollback-of-update-in-flight"),
+        pytest.param(_abort_then_undo, "RolledBack", False, id="rollback-of-aborted-update"),
+        pytest.param(_undo_then_abort, "Aborted", True, id="aborted-rollback"),
+    ],
+)
+def test_rollback_keeps_the_original_start_time(
+    operation: Callable[[Sim], None], completion: str, finished: bool
+) -> None:
+    sim = _v3_in_flight_from_v2_stable()
+    operation(sim)
+    assert duration(sim)["rolloutStartedAt"] == "2026-11-26T12:01:40Z", "v3's start"
+    assert duration(sim)["completionStatus"] == completion
+    assert bool(duration(sim).get("finishedAt")) == finished

@@ -128,6 +128,50 @@ async def test_label_selector_watch_sees_objects_enter_and_leave(kube_api: KubeA
     assert [t for t, _, _ in seen] == ["ADDED", "MODIFIED", "DELETED"]
 
 
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        # A controller without an instance id: objects without the label.
+        pytest.param("!argo-rollouts.argoproj.io/controller-instance-id", ["DELETED", "ADDED"], id="not-exists"),
+        # A controller with one: objects with the label set to its id.
+        pytest.param("argo-rollouts.argoproj.io/controller-instance-id=blue", ["ADDED", "DELETED"], id="equals"),
+    ],
+)
+async def test_instance_id_selectors_on_list_and_watch(
+    kube_api: KubeAPIServer, kube_client: Any, selector: str, expected: list[str]
+) -> None:
+    key = "argo-rollouts.argoproj.io/controller-instance-id"
+    custom: Any = client.CustomObjectsApi(kube_client)
+    async with asyncio.timeout(10):
+        await custom.create_namespaced_custom_object(*ARGO, "default", "rollouts", rollout("plain"))
+        labelled = rollout("blue")
+        labelled["metadata"]["labels"] = {key: "blue"}
+        await custom.create_namespaced_custom_object(*ARGO, "default", "rollouts", labelled)
+        listed = await custom.list_namespaced_custom_object(*ARGO, "default", "rollouts", label_selector=selector)
+        async with watch.Watch() as w:
+            stream = w.stream(
+                custom.list_namespaced_custom_object,
+                *ARGO,
+                "default",
+                "rollouts",
+                label_selector=selector,
+                resource_version=listed["metadata"]["resourceVersion"],
+                timeout_seconds=10,
+            )
+            events = asyncio.ensure_future(collect(stream, 2))
+            await kube_api.async_wait_for_watches(1)
+            # "plain" takes the label (leaves the first selector), then "blue" drops it (enters it).
+            for name, labels in (("plain", {key: "blue"}), ("blue", {key: None})):
+                await custom.patch_namespaced_custom_object(
+                    *ARGO, "default", "rollouts", name, {"metadata": {"labels": labels}}, **MERGE
+                )
+            seen = await events
+    names = [item["metadata"]["name"] for item in listed["items"]]
+    assert names == (["plain"] if selector.startswith("!") else ["blue"])
+    assert [t for t, _, _ in seen] == expected
+    assert [n for _, n, _ in seen] == ["plain", "blue"]
+
+
 async def test_watch_from_an_expired_resource_version_gets_410(kube_api: KubeAPIServer, kube_client: Any) -> None:
     core: Any = client.CoreV1Api(kube_client)
     async with asyncio.timeout(10):

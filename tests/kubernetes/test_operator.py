@@ -10,10 +10,12 @@ the stand-in holds — the objects a real API server would hold.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,13 @@ class Operator:
         apart from the tests' waits, which time the controller's logic, not Python's imports
         on a loaded machine."""
         self.wait_for_log(b"controller running on Kubernetes", timeout)
+
+    def metrics(self) -> str:
+        """The controller's /metrics text (its port is in the start-up line)."""
+        port = re.search(rb"metrics :(\d+)/metrics", self.log.read_bytes())
+        assert port is not None, self.log.read_text()
+        with urllib.request.urlopen(f"http://127.0.0.1:{int(port.group(1))}/metrics", timeout=5) as response:
+            return str(response.read().decode())
 
     def wait_for_log(self, marker: bytes, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
@@ -209,6 +218,13 @@ def test_nginx_canary_through_every_step_to_promotion(operator: Operator, kube_a
     assert kube_api.store.read("services", "default", "web")["spec"]["selector"][HASH] == v2
     events = [e for e in kube_api.store.list("events", "default") if e["involvedObject"]["name"] == "web"]
     assert {"RolloutUpdated", "RolloutStepCompleted", "RolloutCompleted"} <= {e["reason"] for e in events}
+    # Counted just after the status write the wait above saw: give the controller a moment.
+    promoted = 'rollout_duration_seconds_count{namespace="default",status="Promoted"} 1.0'
+    deadline = time.monotonic() + 10
+    while promoted not in (metrics := operator.metrics()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert promoted in metrics
+    assert 'rollout_reconcile_count{name="web",namespace="default"}' in metrics
 
 
 def test_abort_returns_all_traffic_to_stable(operator: Operator, kube_api: KubeAPIServer) -> None:

@@ -74,7 +74,7 @@ Template = AnalysisTemplate | ClusterAnalysisTemplate
 ROLLOUT_LABEL = "rollout"
 RUN_TYPE_LABEL = "rollout-type"
 STEP_INDEX_LABEL = "step-index"
-INSTANCE_ID_LABEL = "argo-rollouts.argoproj.io/instance-id"
+INSTANCE_ID_LABEL = "argo-rollouts.argoproj.io/controller-instance-id"  # what --instance-id controllers select
 
 ICONS = {
     "Successful": "✔",

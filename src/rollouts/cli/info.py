@@ -13,6 +13,7 @@ from typing import Any
 
 from rollouts.core import defaults
 from rollouts.core.replicas import current_set_weight
+from rollouts.core.routes import ActiveRoute, active_routes
 from rollouts.core.timeutil import parse_rfc3339
 from rollouts.model.rollout import Rollout
 
@@ -99,6 +100,8 @@ class RolloutInfo:
     age: datetime | None
     revisions: list[RevisionInfo]
     raw_status: Obj
+    # Canary: the setHeaderRoute / setMirrorRoute routes in effect, by precedence.
+    routes: list[ActiveRoute] = field(default_factory=list)
 
 
 def _age(obj: Obj) -> datetime | None:
@@ -215,7 +218,9 @@ def build_info(ro: Obj, replica_sets: list[Obj], pods: list[Obj], runs: list[Obj
 
     step = None
     set_weight = actual_weight = None
+    routes: list[ActiveRoute] = []
     if canary_strategy is not None:
+        routes = list(active_routes(rollout))
         steps = canary_strategy.steps or []
         index = status.get("currentStepIndex")
         if steps:
@@ -246,4 +251,5 @@ def build_info(ro: Obj, replica_sets: list[Obj], pods: list[Obj], runs: list[Obj
         age=_age(ro),
         revisions=revision_infos,
         raw_status=status,
+        routes=routes,
     )

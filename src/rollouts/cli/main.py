@@ -550,7 +550,22 @@ def _kube_logs(
     "--kubeconfig", default=None, help="[kubernetes] kubeconfig file (default: in-cluster, then ~/.kube/config)."
 )
 @click.option("--context", "kube_context", default=None, help="[kubernetes] kubeconfig context.")
-@click.option("--watch-namespace", default=None, help="[kubernetes] only this namespace (default: all namespaces).")
+@click.option(
+    "-n",
+    "--namespace",
+    "watch_only",
+    default=None,
+    help="[kubernetes] act only in this namespace (default: all namespaces; or the global -n when given).",
+)
+@click.option(
+    "--watch-namespace", default=None, hidden=True, deprecated="Use --namespace instead.", help="Old --namespace."
+)
+@click.option(
+    "--instance-id",
+    default=None,
+    help="[kubernetes] act only on objects labelled argo-rollouts.argoproj.io/controller-instance-id=ID "
+    "(default: only on objects without that label).",
+)
 @click.option("--leader-elect/--no-leader-elect", default=True, help="[kubernetes] elect a leader with a Lease.")
 @click.option("--metrics-port", default=8090, show_default=True, help="[kubernetes] /metrics port.")
 @click.option("--healthz-port", default=8080, show_default=True, help="[kubernetes] /healthz port.")
@@ -567,7 +582,9 @@ def controller(
     platform: str,
     kubeconfig: str | None,
     kube_context: str | None,
+    watch_only: str | None,
     watch_namespace: str | None,
+    instance_id: str | None,
     leader_elect: bool,
     metrics_port: int,
     healthz_port: int,
@@ -585,12 +602,14 @@ def controller(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    namespace, instance_id = _controller_scope(ctx, platform, watch_only, watch_namespace, instance_id)
     if platform == "kubernetes":
         _run(
             _kubernetes_controller(
-                kubeconfig=kubeconfig,
-                context=kube_context,
-                namespace=watch_namespace,
+                kubeconfig=kubeconfig or ctx.obj.get("kubeconfig"),
+                context=kube_context or ctx.obj.get("context"),
+                namespace=namespace,
+                instance_id=instance_id,
                 leader_elect=leader_elect,
                 identity=identity,
                 metrics_port=metrics_port,
@@ -654,6 +673,38 @@ def controller(
     _run(main())
 
 
+def _controller_scope(
+    ctx: click.Context, platform: str, namespace: str | None, watch_namespace: str | None, instance_id: str | None
+) -> tuple[str | None, str | None]:
+    """The controller's namespace (None: all) and instance id (None: objects without one), checked."""
+    from rollouts.model.scope import instance_id_error, namespace_error
+
+    if namespace and watch_namespace and namespace != watch_namespace:
+        fail(f"--namespace {namespace} and --watch-namespace {watch_namespace} disagree: give only --namespace")
+    flag = "--namespace" if namespace else "--watch-namespace"
+    namespace = namespace or watch_namespace
+    if platform != "kubernetes":
+        if namespace is not None or instance_id:
+            option = flag if namespace is not None else "--instance-id"
+            fail(f"{option} applies to --platform kubernetes (the embedded controller acts on its whole state file)")
+        return None, None
+    parent = ctx.parent
+    if namespace is None and parent is not None:
+        # `rollouts -n NS controller`: the global -n, when given explicitly (its default is "default").
+        source = parent.get_parameter_source("namespace")
+        if source in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT):
+            namespace = ctx.obj["namespace"]
+    if namespace is not None:
+        problem = namespace_error(namespace)
+        if problem:
+            fail(f"{flag}: {problem}")
+    if instance_id:
+        problem = instance_id_error(instance_id)
+        if problem:
+            fail(f"--instance-id: {problem}")
+    return namespace, instance_id or None
+
+
 async def _kubernetes_controller(*, lease_duration: float, renew_interval: float | None, **options: Any) -> None:
     """The operator: serve probes and metrics, wait for the Lease, reconcile until stopped or lost."""
     import os
@@ -692,8 +743,11 @@ async def _kubernetes_controller(*, lease_duration: float, renew_interval: float
         stopping.cancel()
         await host.close()
         fail(f"cannot start the Kubernetes controller: {exc} (check --kubeconfig/--context and the API server)")
+    scope = f"namespace {host.namespace}" if host.namespace else "all namespaces"
+    scope += f", instance id {host.instance_id}" if host.instance_id else ", no instance id"
+    lease = f", lease {host.lease_namespace}/{host.lease_name}" if host.leader_elect else ""
     click.echo(
-        f"controller running on Kubernetes as {host.identity}: metrics :{host.metrics_port}/metrics, "
+        f"controller running on Kubernetes as {host.identity} ({scope}{lease}): metrics :{host.metrics_port}/metrics, "
         f"healthz :{host.healthz_port}/healthz",
         err=True,
     )

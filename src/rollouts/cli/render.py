@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from rollouts.cli.info import ICONS, RolloutInfo
 from rollouts.core.durations import format_duration
+from rollouts.core.routes import ActiveRoute, HeaderRoute, RequestMatch, ValueMatch
 from rollouts.store.sqlite import Event
 
 
@@ -35,6 +36,9 @@ def render_rollout(info: RolloutInfo, events: Sequence[Event] = (), now: datetim
             lines.append(f"  Step:          {info.step}")
         lines.append(f"  SetWeight:     {info.set_weight}")
         lines.append(f"  ActualWeight:  {info.actual_weight}")
+        for route in info.routes:
+            label = "HeaderRoute:" if isinstance(route, HeaderRoute) else "MirrorRoute:"
+            lines.append(f"  {label:<15}{describe_route(route)}")
     for i, (image, roles) in enumerate(info.images):
         label = "Images:          " if i == 0 else "                 "
         suffix = f" ({', '.join(roles)})" if roles else ""
@@ -122,6 +126,33 @@ def render_rollout(info: RolloutInfo, events: Sequence[Event] = (), now: datetim
         for event in events[-10:]:
             lines.append(f"  {event.time}  {event.type:<8} {event.reason:<24} {event.message}")
     return "\n".join(lines)
+
+
+def _value(match: ValueMatch) -> str:
+    return f'{match.kind} "{match.value}"'
+
+
+def _request(block: RequestMatch) -> str:
+    parts = []
+    if block.method is not None:
+        parts.append(f"method {_value(block.method)}")
+    if block.path is not None:
+        parts.append(f"path {_value(block.path)}")
+    parts += [f"{header.name} {_value(header.value)}" for header in block.headers]
+    return " and ".join(parts) or "any request"
+
+
+def describe_route(route: ActiveRoute) -> str:
+    """One line for a managed route in effect: its name and what it matches.
+
+    `canary-header: X-Canary exact "yes"` (any match sends the request to the canary);
+    `mirror-api: 50% of method exact "GET" and path prefix "/api"` (matching requests copied).
+    """
+    if isinstance(route, HeaderRoute):
+        matches = " or ".join(f"{m.name} {_value(m.value)}" for m in route.matches)
+        return f"{route.name}: {matches}"
+    blocks = " or ".join(_request(block) for block in route.matches)
+    return f"{route.name}: {route.percentage}% of {blocks}"
 
 
 def render_list(infos: Sequence[RolloutInfo]) -> str:

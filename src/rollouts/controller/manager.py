@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from rollouts.analysis.providers.base import MetricProvider
+from rollouts.controller.admin import ControllerMetrics
 from rollouts.controller.analysisruns import AnalysisRunReconciler
 from rollouts.controller.queue import WorkQueue
 from rollouts.controller.rollouts import ROLLOUT_LABEL, RolloutReconciler
@@ -45,15 +46,17 @@ class Controller:
         resync_seconds: float = 30.0,
         leading: Callable[[], bool] | None = None,
         change_feed: SqliteStore | None = None,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         """`leading`, when given, is asked before every reconcile: while it says False (this
         controller is not sure it still holds the lease) keys are put back, not reconciled.
         `change_feed`: a SQLite store whose writes by other processes (the CLI) are polled;
-        on Kubernetes the informers report every change through the store's listeners."""
+        on Kubernetes the informers report every change through the store's listeners.
+        `metrics`: where rollout reconciles, events and update outcomes are counted."""
         self.store = store
         self.change_feed = change_feed
         self.leading = leading
-        self.rollouts = RolloutReconciler(store, platform, clock)
+        self.rollouts = RolloutReconciler(store, platform, clock, metrics)
         self.runs = AnalysisRunReconciler(store, providers, clock)
         self.queue: WorkQueue[Key] = WorkQueue()
         self.poll_interval = poll_interval

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 
 from rollouts.analysis.build import build_analysis_run
 from rollouts.analysis.errors import AnalysisBuildError
+from rollouts.controller.admin import ControllerMetrics
 from rollouts.controller.references import missing_references
 from rollouts.core import plan as p
 from rollouts.core.planner import plan
@@ -33,6 +35,7 @@ from rollouts.core.timeutil import parse_rfc3339
 from rollouts.model.analysis import AnalysisRun, AnalysisTemplate, Argument, ClusterAnalysisTemplate
 from rollouts.model.meta import OwnerReference
 from rollouts.model.rollout import AnalysisTemplateRef, Rollout, RolloutStatus
+from rollouts.model.scope import instance_label
 from rollouts.platform.protocols import Platform
 from rollouts.store.errors import AlreadyExistsError
 from rollouts.store.protocol import ResourceStore
@@ -53,12 +56,32 @@ class Outcome:
 
 
 class RolloutReconciler:
-    def __init__(self, store: ResourceStore, platform: Platform, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        store: ResourceStore,
+        platform: Platform,
+        clock: Callable[[], datetime],
+        metrics: ControllerMetrics | None = None,
+    ) -> None:
         self.store = store
         self.platform = platform
         self.clock = clock
+        self.metrics = metrics
 
     async def reconcile(self, namespace: str, name: str) -> Outcome:
+        """One reconcile; with metrics, its time (rollout_reconcile) and failures are counted."""
+        if self.metrics is None:
+            return await self._reconcile(namespace, name)
+        started = time.perf_counter()
+        try:
+            return await self._reconcile(namespace, name)
+        except Exception:
+            self.metrics.reconcile_error.labels(namespace, name).inc()
+            raise
+        finally:
+            self.metrics.reconcile.labels(namespace, name).observe(time.perf_counter() - started)
+
+    async def _reconcile(self, namespace: str, name: str) -> Outcome:
         raw = self.store.get("Rollout", name, namespace)
         if raw is None:
             await self._collect_garbage(namespace, name)
@@ -81,6 +104,10 @@ class RolloutReconciler:
         for action in result.actions:
             await self._act(rollout, action)
         wrote = await self._write_status(raw, result.status)
+        if self.metrics is not None:
+            # After the status write: a reconcile whose write conflicts is planned again.
+            for ended in result.outcomes:
+                self.metrics.observe_outcome(namespace, ended)
         return Outcome(result.requeue_after, wrote)
 
     # --- observe ---------------------------------------------------------------------------
@@ -197,6 +224,8 @@ class RolloutReconciler:
                 await self.store.record_event(
                     "Rollout", rollout.metadata.name, namespace, action.type, action.reason, action.message
                 )
+                if self.metrics is not None:
+                    self.metrics.events.labels(namespace, rollout.metadata.name, action.type, action.reason).inc()
 
     def _lookup(
         self, namespace: str
@@ -219,6 +248,8 @@ class RolloutReconciler:
             ROLLOUT_LABEL: rollout.metadata.name,
             RUN_TYPE_LABEL: action.kind,
             HASH_LABEL: action.pod_hash,
+            # The run stays with the rollout's controller (Argo copies the instance-id label).
+            **instance_label(rollout.metadata.labels),
         }
         if action.step_index is not None:
             labels[STEP_INDEX_LABEL] = str(action.step_index)
@@ -320,7 +351,11 @@ class RolloutReconciler:
         return Outcome(None, True)
 
     async def _collect_garbage(self, namespace: str, name: str) -> None:
-        """The rollout is gone: delete what it owned (Kubernetes does this by owner references)."""
+        """The rollout is gone: delete what it owned. Not on a cluster: its garbage collector does
+        that by owner references, and a rollout missing from this controller's caches may be
+        another controller's (--instance-id), whose ReplicaSets are not ours to delete."""
+        if getattr(self.platform, "garbage_collects_owned", False):
+            return
         for kind in ("ReplicaSet", "AnalysisRun"):
             for obj in self.store.list(kind, namespace):
                 owners = obj["metadata"].get("ownerReferences") or []

@@ -15,7 +15,14 @@ from datetime import timedelta
 from rollouts.core import defaults, routes
 from rollouts.core.context import PAUSE_CANARY_STEP, Reconcile
 from rollouts.core.durations import DurationError, parse_pause_duration
-from rollouts.core.plan import RUN_BACKGROUND, RUN_STEP, PointService, ReplicaSetView, SetCanaryWeight
+from rollouts.core.plan import (
+    RUN_BACKGROUND,
+    RUN_STEP,
+    PointService,
+    ReplicaSetView,
+    SetCanaryWeight,
+    SetScaleDownDeadline,
+)
 from rollouts.core.replicas import (
     ReplicaSetCounts,
     at_desired_replica_counts,
@@ -154,21 +161,39 @@ def _unwind_abort(ctx: Reconcile, canary: CanaryStrategy) -> None:
         ctx.scale(ctx.new_rs, counts.canary)
         ctx.scale_down_old((ctx.new_hash, ctx.stable_hash))
         return
-    if counts.canary > 0:
-        ctx.scale(ctx.new_rs, counts.canary)  # setCanaryScale kept (abortScaleDownDelaySeconds: 0)
-        return
     delay = defaults.abort_scale_down_delay_seconds(canary)
-    if canary.dynamic_stable_scale and canary.abort_scale_down_delay_seconds is None:
-        delay = -1  # Argo: the canary drained with its traffic; no default delay with dynamicStableScale
-    if delay < 0:
+    explicit = canary.abort_scale_down_delay_seconds is not None
+    if delay > 0 and (explicit or not canary.dynamic_stable_scale):
+        # Argo's shouldDelayScaleDownOnAbort: the canary keeps its size (with dynamicStableScale
+        # too, when the delay is explicit) until the deadline, then goes to 0.
+        _scale_down_after_abort_delay(ctx, delay)
+    elif counts.canary > 0:
+        # setCanaryScale kept (abortScaleDownDelaySeconds: 0), or dynamicStableScale without an
+        # explicit delay: the canary drains as its traffic returns to the stable.
+        ctx.scale(ctx.new_rs, counts.canary)
+        return
+    elif delay < 0 or canary.dynamic_stable_scale:
         ctx.scale(ctx.new_rs, 0)
-    elif delay > 0 and ctx.new_rs is not None and ctx.new_rs.replicas > 0:
-        due = ctx.aborted_since() + timedelta(seconds=delay)
-        if due <= ctx.now:
-            ctx.scale(ctx.new_rs, 0)
-        else:
-            ctx.plan.requeue((due - ctx.now).total_seconds())
     ctx.scale_down_old((ctx.new_hash, ctx.stable_hash))
+
+
+def _scale_down_after_abort_delay(ctx: Reconcile, delay: int) -> None:
+    """Argo's reconcileNewReplicaSet while aborted: the canary keeps its size until it is marked
+    with a scale-down deadline `delay` seconds away, which happens once the stable has all its
+    pods available (so traffic has somewhere to go); when the deadline passes it goes to 0."""
+    rs = ctx.new_rs
+    if rs is None or rs.replicas == 0:
+        return
+    if rs.scale_down_at is None:
+        stable = ctx.stable_rs
+        if stable is not None and stable.available == ctx.replicas:
+            ctx.delay_scale_down(rs, delay)
+        return  # a change of the stable's availability reconciles the rollout again
+    if rs.scale_down_at > ctx.now:
+        ctx.plan.requeue((rs.scale_down_at - ctx.now).total_seconds())
+        return
+    ctx.scale(rs, 0)
+    ctx.plan.actions.append(SetScaleDownDeadline(rs.name, None))  # Argo drops it on a full scale-down
 
 
 def _progress(ctx: Reconcile, canary: CanaryStrategy, steps: list[CanaryStep]) -> None:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rollouts.core import defaults
+from rollouts.core.durations import format_duration
 from rollouts.core.hashing import HASH_LABEL, pod_template_hash
 from rollouts.core.plan import (
     CreateAnalysisRun,
@@ -26,6 +27,7 @@ from rollouts.core.plan import (
     SetScaleDownDeadline,
     Snapshot,
     TerminateAnalysisRun,
+    UpdateOutcome,
 )
 from rollouts.core.timeutil import parse_rfc3339, to_rfc3339
 from rollouts.model.rollout import (
@@ -46,6 +48,10 @@ PAUSE_INCONCLUSIVE = "InconclusiveAnalysisRun"
 
 # status.duration.completionStatus of an update back to an older revision than the stable.
 ROLLED_BACK = "RolledBack"
+# ... of an update in flight that a newer template replaced (reported, never kept in status).
+SUPERSEDED = "Superseded"
+# Event recorded for it (not one of Argo's reasons: Argo only counts it in a metric).
+SUPERSEDED_REASON = "RolloutSuperseded"
 
 
 class Reconcile:
@@ -343,12 +349,16 @@ class Reconcile:
             # The runs of the superseded revision are not this update's.
             self.status.canary.current_step_analysis_run_status = None
             self.status.canary.current_background_analysis_run_status = None
-        open_update = self.status.duration if self.status.duration and not self.status.duration.finished_at else None
+        duration = self.status.duration
+        # The update a rollback undoes: the one in flight, or one just aborted (abort, then undo).
+        undone = (
+            duration if duration and (not duration.finished_at or duration.completion_status == "Aborted") else None
+        )
         if previous is not None and self.stable_hash is not None and previous != self.stable_hash:
-            self.finish("Superseded", record=False)
+            self._supersede(previous)
         started = to_rfc3339(self.now)
-        if rollback and open_update is not None and open_update.rollout_started_at:
-            started = open_update.rollout_started_at  # Argo: a rollback keeps the original start time
+        if rollback and undone is not None and undone.rollout_started_at:
+            started = undone.rollout_started_at  # Argo: a rollback keeps the original start time
         # A rollback's outcome is known from the start (Argo keeps it pending, without finishedAt).
         self.status.duration = RolloutDuration(
             rollout_started_at=started, completion_status=ROLLED_BACK if rollback else None
@@ -362,7 +372,8 @@ class Reconcile:
         canary = self.rollout.spec.strategy.canary
         return canary is not None
 
-    def finish(self, completion: str, *, record: bool = True) -> None:
+    def finish(self, completion: str) -> None:
+        """Record how the update in flight ended, once: in status.duration and in the plan's outcomes."""
         duration = self.status.duration or RolloutDuration()
         if duration.completion_status is not None and duration.finished_at is not None:
             return
@@ -372,6 +383,25 @@ class Reconcile:
         duration.finished_at = to_rfc3339(self.now)
         duration.completion_status = completion
         self.status.duration = duration
+        started = parse_rfc3339(duration.rollout_started_at)
+        self.plan.outcomes.append(UpdateOutcome(self.new_revision(), completion, started, self.now))
+
+    def _supersede(self, previous_hash: str) -> None:
+        """A new template replaced the update in flight (revision of `previous_hash`): it ends
+        Superseded. Its status.duration gives way to the new update's, so the outcome is only
+        reported (the plan's outcomes, and an event saying how long it ran)."""
+        duration = self.status.duration
+        if duration is None or duration.finished_at is not None:
+            return  # no update in flight (it had ended: promoted, aborted)
+        previous = self.snap.rs_by_hash(previous_hash)
+        revision = previous.revision if previous is not None else 0
+        outcome = UpdateOutcome(revision, SUPERSEDED, parse_rfc3339(duration.rollout_started_at), self.now)
+        self.plan.outcomes.append(outcome)
+        ran = f" after {format_duration(outcome.seconds)}" if outcome.seconds is not None else ""
+        self.plan.event(
+            SUPERSEDED_REASON,
+            f"Update to revision {revision} superseded by revision {self.new_revision()}{ran}",
+        )
 
     def reopen_after_retry(self) -> None:
         """A retried update (abort cleared by the user) is in flight again: its outcome is open,

@@ -233,11 +233,35 @@ Action = (
 )
 
 
+@dataclass(frozen=True)
+class UpdateOutcome:
+    """An update that ended in this reconcile: its revision (for a rollback, the revision it
+    returned to), how it ended (a status.duration.completionStatus), when it started and ended.
+
+    Every outcome is also in status.duration except `Superseded`: the superseding update's
+    duration replaces it there, so this is the only place the controller learns of it (Argo
+    reports it as a duration metric only)."""
+
+    revision: int
+    completion_status: str
+    started_at: datetime | None
+    finished_at: datetime
+
+    @property
+    def seconds(self) -> float | None:
+        """How long the update ran, or None when its start is not known."""
+        if self.started_at is None:
+            return None
+        return max(0.0, (self.finished_at - self.started_at).total_seconds())
+
+
 @dataclass
 class Plan:
     status: RolloutStatus
     actions: list[Action] = field(default_factory=list)
     requeue_after: float | None = None
+    # Updates that ended in this reconcile (the controller counts them in its metrics).
+    outcomes: list[UpdateOutcome] = field(default_factory=list)
 
     def requeue(self, seconds: float) -> None:
         if self.requeue_after is None or seconds < self.requeue_after:

@@ -60,9 +60,30 @@ def _replica_counts(ctx: Reconcile) -> None:
     status.selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or None
 
 
+# Progressing reasons under which an update waits for its next progress (the deadline runs
+# from the condition's lastUpdateTime).
+_WAITING_REASONS = (
+    "ReplicaSetUpdated",
+    "RolloutResumed",
+    "RolloutRetry",
+    "ReplicaSetNotAvailable",
+    progress.REASON,
+)
+
+
 def _conditions(ctx: Reconcile) -> None:
+    """Argo's checkPausedConditions and calculateRolloutConditions, over this reconcile's status.
+
+    Available, Progressing and Completed are always set. Paused and Healthy are added only once
+    they first hold, then flip between True and False (Argo's code). Progressing passes through
+    Unknown `RolloutResumed` when a pause ends and `RolloutRetry` when an abort is retried, and
+    keeps that reason until the update makes progress again.
+    """
     status = ctx.status
-    available = (status.available_replicas or 0) >= ctx.replicas
+    prior = _condition(status, "Progressing")
+    paused = bool(status.pause_conditions) or bool(ctx.rollout.spec.paused)
+    became_unhealthy = _healthy_condition(ctx, paused)
+    available = _available(ctx)
     _set_condition(
         ctx,
         "Available",
@@ -74,7 +95,7 @@ def _conditions(ctx: Reconcile) -> None:
         # Argo's condition message is the phase message without its "RolloutAborted: " prefix.
         message = (status.message or "Rollout aborted update").removeprefix("RolloutAborted: ")
         _set_condition(ctx, "Progressing", "False", "RolloutAborted", message)
-    elif status.pause_conditions or ctx.rollout.spec.paused:
+    elif paused:
         _set_condition(ctx, "Progressing", "Unknown", "RolloutPaused", "Rollout is paused")
     elif status.stable_rs == ctx.new_hash and (status.available_replicas or 0) >= ctx.replicas:
         _set_condition(
@@ -85,16 +106,15 @@ def _conditions(ctx: Reconcile) -> None:
             f'ReplicaSet "{ctx.rs_name(ctx.new_hash)}" has successfully progressed.',
         )
     else:
-        _progressing(ctx)
-    paused = bool(status.pause_conditions) or bool(ctx.rollout.spec.paused)
-    _set_condition(
-        ctx,
-        "Paused",
-        "True" if paused else "False",
-        "RolloutPaused",  # Argo keeps reason and message when the condition turns False
-        "Rollout is paused",
-    )
-    completed = status.stable_rs == ctx.new_hash and not status.abort
+        _progressing(ctx, became_unhealthy)
+    # Argo leaves Paused alone while the Progressing condition says RolloutAborted (so an abort at
+    # a pause keeps Paused True until the retry is under way).
+    aborted = bool(status.abort) or (prior is not None and prior.reason == "RolloutAborted")
+    existing = _condition(status, "Paused")
+    if paused != (existing is not None and existing.status == "True") and not aborted:
+        # One reason and message either way, as Argo writes them.
+        _set_condition(ctx, "Paused", "True" if paused else "False", "RolloutPaused", "Rollout is paused")
+    completed = bool(status.stable_rs) and status.stable_rs == ctx.new_hash
     _set_condition(
         ctx,
         "Completed",
@@ -102,23 +122,88 @@ def _conditions(ctx: Reconcile) -> None:
         "RolloutCompleted",  # Argo: the same reason and message either way (RolloutNotCompleted is an event)
         "RolloutCompleted",
     )
-    healthy = completed and available and not paused
-    _set_condition(
-        ctx,
-        "Healthy",
-        "True" if healthy else "False",
-        "RolloutHealthy",  # Argo: one reason, two messages
-        "Rollout is healthy" if healthy else "Rollout is not healthy",
+
+
+def _condition(status: RolloutStatus, type_: str) -> Condition | None:
+    return next((c for c in status.conditions or [] if c.type == type_), None)
+
+
+def _available(ctx: Reconcile) -> bool:
+    """Blue/green: the active ReplicaSet is saturated (all its pods available, at full size);
+    canary: the rollout's ReplicaSets have at least spec.replicas pods available (Argo)."""
+    status = ctx.status
+    if ctx.rollout.spec.strategy.blue_green is not None:
+        active = ctx.snap.rs_by_hash(status.blue_green.active_selector if status.blue_green else None)
+        return active is not None and active.replicas == ctx.replicas and active.available == ctx.replicas
+    return (status.available_replicas or 0) >= ctx.replicas
+
+
+def _healthy_condition(ctx: Reconcile, paused: bool) -> bool:
+    """Set the Healthy condition; True when it turned from True to False in this reconcile."""
+    if not paused and _healthy(ctx):
+        _set_condition(ctx, "Healthy", "True", "RolloutHealthy", "Rollout is healthy")
+        return False
+    existing = _condition(ctx.status, "Healthy")
+    if existing is None:
+        return False  # not added before the rollout is first healthy
+    _set_condition(ctx, "Healthy", "False", "RolloutHealthy", "Rollout is not healthy")
+    return existing.status == "True"
+
+
+def _healthy(ctx: Reconcile) -> bool:
+    """Argo's RolloutHealthy: every pod updated and available, no other pods (canary), the spec
+    observed, and the strategy done (all steps and the stable promoted; blue/green: the Services
+    on the current revision)."""
+    status = ctx.status
+    replicas = ctx.replicas
+    generation = ctx.rollout.metadata.generation
+    observed = ctx.snap.rollout.status
+    seen = observed is not None and observed.observed_generation == (
+        str(generation) if generation is not None else None
     )
+    blue_green = ctx.rollout.spec.strategy.blue_green
+    canary = ctx.rollout.spec.strategy.canary
+    done = True
+    if blue_green is not None:
+        selectors = status.blue_green
+        active = selectors is not None and selectors.active_selector == status.current_pod_hash
+        preview = not blue_green.preview_service or (
+            selectors is not None and selectors.preview_selector == status.current_pod_hash
+        )
+        done = active and preview
+    elif canary is not None:
+        steps = len(canary.steps or [])
+        index = status.current_step_index
+        all_steps = steps == 0 or index is None or index == steps
+        promoted = bool(status.stable_rs) and status.stable_rs == status.current_pod_hash
+        done = all_steps and promoted and (status.replicas or 0) == replicas
+    return (status.updated_replicas or 0) == replicas and (status.available_replicas or 0) == replicas and seen and done
 
 
-def _progressing(ctx: Reconcile) -> None:
+def _progressing(ctx: Reconcile, became_unhealthy: bool) -> None:
     """An update in flight: record progress, or declare the progress deadline exceeded."""
     status = ctx.status
     rs_name = ctx.rs_name(ctx.new_hash)
-    current = next((c for c in status.conditions or [] if c.type == "Progressing"), None)
+    current = _condition(status, "Progressing")
+    # Argo's checkPausedConditions: the pause is over, or the abort was retried. The deadline then
+    # runs from this moment, not from the progress made before the pause or the abort.
+    if current is not None and current.reason in ("RolloutPaused", "RolloutAborted"):
+        resumed = current.reason == "RolloutPaused"
+        _set_condition(
+            ctx,
+            "Progressing",
+            "Unknown",
+            "RolloutResumed" if resumed else "RolloutRetry",
+            "Rollout is resumed" if resumed else "Retrying Rollout after abort",
+        )
+        current = _condition(status, "Progressing")
     moved = progress.fingerprint(ctx.snap.rollout.status) != progress.fingerprint(status)
-    if current is None or moved or current.reason not in ("ReplicaSetUpdated", progress.REASON):
+    if became_unhealthy and status.stable_rs == ctx.new_hash:
+        # A promoted rollout lost pods (restarts, evictions): progressing again, deadline reset.
+        message = "Rollout does not have minimum availability"
+        _set_condition(ctx, "Progressing", "True", "ReplicaSetNotAvailable", message, touch=True)
+        return
+    if current is None or moved or current.reason not in _WAITING_REASONS:
         _set_condition(
             ctx, "Progressing", "True", "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.', touch=True
         )

@@ -18,7 +18,8 @@ REASON = "ProgressDeadlineExceeded"
 
 
 def fingerprint(status: RolloutStatus | None) -> tuple[object, ...]:
-    """What changes when an update makes progress."""
+    """What changes when an update makes progress (not an abort or its retry: Argo marks those
+    with the Progressing reasons RolloutAborted and RolloutRetry)."""
     if status is None:
         return ()
     return (
@@ -28,7 +29,6 @@ def fingerprint(status: RolloutStatus | None) -> tuple[object, ...]:
         status.updated_replicas,
         status.ready_replicas,
         status.available_replicas,
-        status.abort,
     )
 
 

@@ -536,7 +536,8 @@ def _validate_traffic_routing(out: Findings, base: str, canary: CanaryStrategy) 
     routing = canary.traffic_routing
     assert routing is not None
     path = f"{base}.trafficRouting"
-    if not routing.routers():
+    # managedRoutes alone: the embedded proxy routes (and splits by weight) by itself.
+    if not routing.routers() and not routing.managed_routes:
         out.warning(path, "names no traffic router (add nginx: {stableIngress: ...}); weights will not be applied")
     if routing.max_traffic_weight is not None:
         if routing.nginx is None and not routing.plugins:

@@ -221,9 +221,16 @@ class KubeApi:
             response.close()  # a stream stopped early must not go back to the pool half read
 
     async def watch(
-        self, rt: ResourceType, namespace: str | None, resource_version: str, timeout_seconds: int = 300
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        resource_version: str,
+        timeout_seconds: int = 300,
+        label_selector: str | None = None,
     ) -> AsyncIterator[tuple[str, Obj]]:
-        """Events after `resource_version` until the server closes the stream; ExpiredError on 410."""
+        """Events after `resource_version` until the server closes the stream; ExpiredError on 410.
+        With `label_selector` the server sends only matching objects, an object that stops
+        matching as DELETED and one that starts matching as ADDED."""
         what = f"watch {rt.plural}"
         try:
             response = await self._dynamic.request(
@@ -233,6 +240,7 @@ class KubeApi:
                 watch=True,
                 resource_version=resource_version,
                 timeout_seconds=timeout_seconds,
+                label_selector=label_selector or None,
                 query_params=[("allowWatchBookmarks", "true")],
                 _request_timeout=timeout_seconds + 30,
             )

@@ -38,6 +38,8 @@ class Informer:
         namespace: str | None,
         on_change: Callable[[Change], None],
         *,
+        label_selector: str | None = None,
+        optional: bool = False,
         watch_timeout: int = 300,
         max_backoff: float = 30.0,
     ) -> None:
@@ -45,6 +47,13 @@ class Informer:
         self.rt = rt
         self.namespace = namespace
         self.on_change = on_change
+        # The server filters list and watch alike (an object that stops matching arrives as
+        # DELETED), so the cache holds exactly the matching objects.
+        self.label_selector = label_selector
+        # Optional: a 403 on the first list counts as synced with an empty cache (listing goes on
+        # in the background), so a controller allowed only its namespace still starts.
+        self.optional = optional
+        self.forbidden = False
         self.watch_timeout = watch_timeout
         self.max_backoff = max_backoff
         self.cache: dict[tuple[str, str], Obj] = {}
@@ -76,11 +85,12 @@ class Informer:
         )
 
     async def _list(self) -> None:
-        items, version = await self.api.list(self.rt, self.namespace)
+        items, version = await self.api.list(self.rt, self.namespace, self.label_selector)
         fresh = {_key(item, self.rt): item for item in items}
         gone = [key for key in self.cache if key not in fresh]
         self.cache = fresh
         self.resource_version = version
+        self.forbidden = False
         for key in gone:
             self.on_change(Change(self.rt.kind, key[0], key[1], 0, True))
         for key in fresh:
@@ -97,7 +107,11 @@ class Informer:
                     self.relists += 1
                     need_list = False
                 async for kind, obj in self.api.watch(
-                    self.rt, self.namespace, self.resource_version, timeout_seconds=self.watch_timeout
+                    self.rt,
+                    self.namespace,
+                    self.resource_version,
+                    timeout_seconds=self.watch_timeout,
+                    label_selector=self.label_selector,
                 ):
                     version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
                     if version:
@@ -110,7 +124,18 @@ class Informer:
                 need_list = True
             except asyncio.CancelledError:
                 raise
-            except (ApiError, StoreError, OSError, ValueError) as exc:
+            except ApiError as exc:
+                if exc.status == 403 and self.optional and (self.forbidden or not self.synced.is_set()):
+                    if not self.forbidden:  # said once: it is how such a controller runs
+                        log.warning("%s: %s; going on without them (retrying in the background)", self.rt.plural, exc)
+                    self.forbidden = True
+                    self.synced.set()
+                    backoff = self.max_backoff
+                else:
+                    log.warning("%s: %s; retrying in %.1fs", self.rt.plural, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(self.max_backoff, backoff * 2)
+            except (StoreError, OSError, ValueError) as exc:
                 log.warning("%s: %s; retrying in %.1fs", self.rt.plural, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(self.max_backoff, backoff * 2)

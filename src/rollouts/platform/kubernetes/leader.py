@@ -6,12 +6,18 @@ leadership (the caller stops acting at once). A follower takes the Lease only wh
 not seen the record change for `lease_duration` (15 s) by its *own* clock — like client-go,
 it never compares its clock with another node's — and retries every `retry_period` (2 s).
 Every write carries the resourceVersion read, so two followers cannot both win.
+
+The Lease is named after the controller's instance id (`lease_name`), as Argo Workflows and,
+since argo-rollouts#4768, Argo Rollouts name theirs: controllers with different ids (or one
+with and one without) each elect their own leader instead of waiting on one another.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +27,22 @@ from rollouts.platform.kubernetes.api import ApiError, KubeApi
 from rollouts.store.errors import AlreadyExistsError, ConflictError, StoreError
 
 log = logging.getLogger(__name__)
+
+
+DEFAULT_LEASE_NAME = "rollouts-controller"
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+
+
+def lease_name(instance_id: str | None, base: str = DEFAULT_LEASE_NAME) -> str:
+    """`<base>-<instance id>`, or `base` without an id. A Lease name is a DNS name, a label
+    value may hold more (capitals, '_', '.'): such an id is lowered and cleaned, and a hash of
+    the id appended, so that ids differing only there ("Blue", "blue") keep distinct Leases."""
+    if not instance_id:
+        return base
+    clean = _NOT_DNS.sub("-", instance_id.lower()).strip("-")
+    if clean != instance_id:
+        clean = f"{clean}-{hashlib.sha256(instance_id.encode()).hexdigest()[:8]}".strip("-")
+    return f"{base}-{clean}"
 
 
 def _micro_now() -> str:
@@ -34,7 +56,7 @@ class KubeLeaderElector:
         identity: str,
         *,
         namespace: str = "default",
-        name: str = "rollouts-controller",
+        name: str = DEFAULT_LEASE_NAME,
         lease_duration: float = 15.0,
         renew_interval: float = 10.0,
         renew_deadline: float = 12.0,

@@ -400,6 +400,8 @@ class KubernetesPlatform:
     name = "kubernetes"
     # Without trafficRouting a canary on a cluster is a basic canary: traffic follows pod counts.
     implicit_traffic_router = False
+    # Kubernetes' garbage collector deletes what a deleted Rollout owned (ownerReferences).
+    garbage_collects_owned = True
 
     def __init__(self, store: KubeStore) -> None:
         self.workloads = KubernetesWorkloads(store)

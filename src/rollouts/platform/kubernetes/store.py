@@ -5,6 +5,17 @@ It offers the same calls as the SQLite store so the controller cannot tell them 
 API server with the resourceVersion that was read, so a concurrent writer produces a
 ConflictError and the reconcile runs again on fresh data. Status goes through the status
 subresource.
+
+Scope. With a `namespace` every namespaced informer lists and watches that namespace only
+(ClusterAnalysisTemplates stay cluster-wide; if listing them is forbidden, as with RBAC for one
+namespace only, the store starts without them). Rollouts and AnalysisRuns are also selected by
+the controller's instance id (`rollouts.model.scope`): the API server filters them, so the
+caches hold exactly this controller's objects and another controller's are never read.
+
+Events are recorded as client-go's recorder does: the same event (object, type, reason and
+message) again within `event_window` seconds of its last occurrence increments `count` and
+`lastTimestamp` of the Event already written (a patch with its resourceVersion) instead of
+writing a new object, so a condition repeated every reconcile costs one Event, not thousands.
 """
 
 from __future__ import annotations
@@ -12,18 +23,31 @@ from __future__ import annotations
 import asyncio
 import builtins
 import copy
+import logging
+import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from rollouts.model.scope import instance_selector, owned_by
 from rollouts.platform.kubernetes import resources
 from rollouts.platform.kubernetes.api import KubeApi
 from rollouts.platform.kubernetes.informer import Informer
 from rollouts.platform.kubernetes.resources import ResourceType
-from rollouts.store.errors import ConflictError, NotFoundError
+from rollouts.store.errors import ConflictError, NotFoundError, StoreError
 from rollouts.store.sqlite import Change, owner_key
 
 Obj = dict[str, Any]
+
+log = logging.getLogger(__name__)
+
+# The kinds a controller instance owns (Argo's instance-id informers; Experiments are not served).
+INSTANCE_SCOPED_KINDS = frozenset({resources.ROLLOUT.kind, resources.ANALYSIS_RUN.kind})
+EVENT_WINDOW_SECONDS = 600.0  # client-go's aggregation interval
+_EVENT_CACHE_SIZE = 4096  # client-go's event cache (an LRU)
+EventKey = tuple[str, str, str, str, str, str, str]
 
 
 def _rt(kind: str) -> ResourceType:
@@ -34,14 +58,40 @@ def _rt(kind: str) -> ResourceType:
 
 
 class KubeStore:
-    def __init__(self, api: KubeApi, namespace: str | None = None, *, component: str = "rollouts-controller") -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        namespace: str | None = None,
+        *,
+        instance_id: str | None = None,
+        component: str = "rollouts-controller",
+        event_window: float = EVENT_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.api = api
         self.namespace = namespace
+        self.instance_id = instance_id or None
         self.component = component
+        self.event_window = event_window
+        self.clock = clock
         self._listeners: list[Callable[[Change], None]] = []
         self.informers = {
-            rt.kind: Informer(api, rt, namespace if rt.namespaced else None, self._changed) for rt in resources.WATCHED
+            rt.kind: Informer(
+                api,
+                rt,
+                namespace if rt.namespaced else None,
+                self._changed,
+                label_selector=instance_selector(self.instance_id) if rt.kind in INSTANCE_SCOPED_KINDS else None,
+                # Cluster-scoped: a controller given RBAC for its namespace only runs without them.
+                optional=not rt.namespaced,
+            )
+            for rt in resources.WATCHED
         }
+        # Events written, by what makes two events the same: (last seen on `clock`, the Event).
+        self._events: OrderedDict[EventKey, tuple[float, Obj]] = OrderedDict()
+        # One writer at a time per event, so that concurrent repeats count on one Event (each
+        # would otherwise conflict with the others); a lock lives while someone holds or awaits it.
+        self._event_locks: weakref.WeakValueDictionary[EventKey, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -108,10 +158,14 @@ class KubeStore:
     # --- writes (API) --------------------------------------------------------------------------
 
     def _remember(self, obj: Obj) -> Obj:
-        """Put what the API returned into the cache at once, so the next read sees our write."""
-        informer = self.informers.get(str(obj.get("kind", "")))
+        """Put what the API returned into the cache at once, so the next read sees our write
+        (and drop an object that no longer matches the instance selector, as its watch will)."""
+        kind = str(obj.get("kind", ""))
+        informer = self.informers.get(kind)
         if informer is not None:
-            informer._apply("MODIFIED", copy.deepcopy(obj))
+            labels = (obj.get("metadata") or {}).get("labels")
+            ours = kind not in INSTANCE_SCOPED_KINDS or owned_by(labels, self.instance_id)
+            informer._apply("MODIFIED" if ours else "DELETED", copy.deepcopy(obj))
         return obj
 
     async def create(self, obj: Obj) -> Obj:
@@ -156,8 +210,24 @@ class KubeStore:
         self, kind: str, name: str, namespace: str | None, type_: str, reason: str, message: str
     ) -> None:
         involved = self.get(kind, name, namespace) or {"metadata": {"name": name}}
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         ns = namespace or "default"
+        uid = str((involved.get("metadata") or {}).get("uid", ""))
+        key: EventKey = (ns, kind, name, uid, type_, reason, message)
+        lock = self._event_locks.get(key)
+        if lock is None:
+            lock = self._event_locks[key] = asyncio.Lock()
+        async with lock:
+            await self._record(key, involved)
+
+    async def _record(self, key: EventKey, involved: Obj) -> None:
+        ns, kind, name, uid, type_, reason, message = key
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        seen = self._events.get(key)
+        if seen is not None and self.clock() - seen[0] < self.event_window:
+            bumped = await self._bump(seen[1], now)
+            if bumped is not None:
+                self._seen(key, bumped)
+                return
         event = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -167,7 +237,7 @@ class KubeStore:
                 "kind": kind,
                 "name": name,
                 "namespace": ns,
-                "uid": (involved.get("metadata") or {}).get("uid", ""),
+                "uid": uid,
                 "resourceVersion": (involved.get("metadata") or {}).get("resourceVersion", ""),
             },
             "reason": reason,
@@ -178,7 +248,42 @@ class KubeStore:
             "lastTimestamp": now,
             "count": 1,
         }
-        await self.api.create(resources.EVENT, event)
+        self._seen(key, await self.api.create(resources.EVENT, event))
+
+    def _seen(self, key: EventKey, event: Obj) -> None:
+        self._events[key] = (self.clock(), event)
+        self._events.move_to_end(key)
+        while len(self._events) > _EVENT_CACHE_SIZE:
+            self._events.popitem(last=False)
+
+    async def _bump(self, event: Obj, now: str) -> Obj | None:
+        """One more occurrence of `event`: count + 1 and lastTimestamp, as a merge patch that
+        carries the resourceVersion last seen (the server refuses it if the Event changed since:
+        read it again and retry). A patch, as client-go's recorder sends (RBAC grants events
+        create and patch only). None when the Event is gone (expired, deleted) or cannot be
+        written: the caller writes a new one."""
+        meta = event.get("metadata") or {}
+        name, namespace = str(meta.get("name", "")), meta.get("namespace")
+        current: Obj | None = event
+        for _ in range(3):
+            if current is None:
+                return None
+            patch = {
+                "metadata": {"resourceVersion": (current.get("metadata") or {}).get("resourceVersion", "")},
+                "count": int(current.get("count") or 1) + 1,
+                "lastTimestamp": now,
+            }
+            try:
+                try:
+                    return await self.api.patch(resources.EVENT, name, namespace, patch)
+                except ConflictError:
+                    current = await self.api.get(resources.EVENT, name, namespace)
+            except NotFoundError:
+                return None
+            except StoreError as exc:
+                log.debug("event %s: cannot update (%s); writing a new one", name, exc)
+                return None
+        return None
 
 
 Writer = Callable[..., Awaitable[Obj]]
