@@ -10,6 +10,7 @@ the store; nothing waits without a bound.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from rollouts.platform.embedded.objects import (
     SCALE_DOWN_DEADLINE_ANNOTATION,
 )
 from tests.integration.conftest import ControllerProcess, demo_container
-from tests.integration.test_rollout_scenarios import listed
+from tests.integration.test_rollout_scenarios import listed, wait_until
 
 Obj = dict[str, Any]
 
@@ -140,3 +141,17 @@ def condition(status: Obj, type_: str) -> Obj:
 
 def url(port: int) -> str:
     return f"http://127.0.0.1:{port}/"
+
+
+def admin_port(controller: ControllerProcess) -> int:
+    """The port of the controller's /metrics (from its start-up line)."""
+    found: list[int] = []
+
+    def started() -> bool:
+        match = re.search(r"metrics http://127\.0\.0\.1:(\d+)/metrics", controller.log.read_text())
+        if match:
+            found.append(int(match.group(1)))
+        return bool(found)
+
+    wait_until("the controller's admin port", started)
+    return found[0]

@@ -10,7 +10,6 @@ that the routes are gone after a promotion and after an abort. Every wait is bou
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rollouts.platform.embedded.objects import MANAGED_ROUTES_ANNOTATION
 from rollouts.store.sqlite import SqliteStore
 from tests.integration.conftest import ControllerProcess, free_port
+from tests.integration.scenario_kit import admin_port
 from tests.integration.test_rollout_scenarios import apply, healthy, paused_at, wait_until
 
 pytestmark = pytest.mark.integration
@@ -54,19 +54,6 @@ def versions(url: str, count: int, headers: dict[str, str] | None = None) -> dic
             key = response.json()["version"] if response.status_code == 200 else str(response.status_code)
             seen[key] = seen.get(key, 0) + 1
     return seen
-
-
-def admin_port(controller: ControllerProcess) -> int:
-    found: list[int] = []
-
-    def started() -> bool:
-        match = re.search(r"metrics http://127\.0\.0\.1:(\d+)/metrics", controller.log.read_text())
-        if match:
-            found.append(int(match.group(1)))
-        return bool(found)
-
-    wait_until("the controller's admin port", started)
-    return found[0]
 
 
 def mirrored(admin: int, revision: str) -> float:

@@ -29,6 +29,7 @@ from tests.integration.conftest import ControllerProcess, answers, free_port
 from tests.integration.scenario_kit import (
     CANARY_SERVICES,
     NGINX,
+    admin_port,
     available,
     deploy,
     desired,
@@ -58,19 +59,6 @@ def settled(controller: ControllerProcess, expected: dict[int, int]) -> None:
         lambda: desired(controller) == expected and available(controller) == expected,
         timeout=30,
     )
-
-
-def admin_port(controller: ControllerProcess) -> int:
-    found: list[int] = []
-
-    def started() -> bool:
-        match = re.search(r"metrics http://127\.0\.0\.1:(\d+)/metrics", controller.log.read_text())
-        if match:
-            found.append(int(match.group(1)))
-        return bool(found)
-
-    wait_until("the controller's admin port", started)
-    return found[0]
 
 
 def metric(admin: int, metric_name: str, **labels: str) -> float | None:

@@ -10,14 +10,20 @@ event. Assertions read the objects the stand-in holds.
 # ruff: noqa: F811
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from rollouts.ops import patches
-from tests.kubernetes.test_operator import INGRESS, Operator, healthy, rollout, service
+from tests.kubernetes.test_operator import (  # noqa: F401  (`operator` is a fixture)
+    INGRESS,
+    Operator,
+    healthy,
+    operator,
+    rollout,
+    service,
+)
 from tests.support.kubeapi.fixtures import KubeletSim, kube_api, kubeconfig  # noqa: F401
 from tests.support.kubeapi.server import KubeAPIServer
 
@@ -50,17 +56,6 @@ ROUTED: dict[str, Any] = {
         ],
     }
 }
-
-
-@pytest.fixture
-def operator(kube_api: KubeAPIServer, kubeconfig: Path, tmp_path: Path) -> Iterator[Operator]:
-    with KubeletSim(kube_api):
-        op = Operator(kube_api, kubeconfig, tmp_path / "controller.log")
-        op.wait_running()
-        try:
-            yield op
-        finally:
-            op.stop()
 
 
 def paused_at(step: int) -> Callable[[dict[str, Any]], bool]:
