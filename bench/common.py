@@ -27,7 +27,7 @@ from typing import Any
 from bench.proxy_bench import free_port, wait_port
 from rollouts.host import EmbeddedHost
 from rollouts.ops import patches
-from rollouts.store.sqlite import ConflictError
+from rollouts.ops.apply import apply_operation
 
 __all__ = [
     "RolloutDriver",
@@ -213,18 +213,7 @@ class RolloutDriver:
 
     def write(self, operation: Callable[[Obj], patches.Patch]) -> None:
         """Apply a `rollouts.ops.patches` operation as the CLI does: spec, then status, retried on conflict."""
-        for _ in range(50):
-            patch = operation(self.rollout())
-            try:
-                if patch.spec:
-                    written = self.store.update(patch.obj)
-                    patch.obj["metadata"]["resourceVersion"] = written["metadata"]["resourceVersion"]
-                if patch.status:
-                    self.store.update_status(patch.obj)
-                return
-            except ConflictError:
-                continue
-        raise RuntimeError(f"rollout {self.name} kept changing while writing to it")
+        apply_operation(self.store, self.name, self.namespace, operation, attempts=50)
 
     def set_image(self, image: str) -> None:
         self.write(lambda ro: patches.set_image(ro, "app", image))

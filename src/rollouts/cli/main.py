@@ -27,7 +27,8 @@ from rollouts.cli.render import render_list, render_rollout
 from rollouts.config import default_state_path
 from rollouts.core.durations import DurationError, parse_go_duration
 from rollouts.ops import patches
-from rollouts.store.sqlite import ConflictError, SqliteStore, StoreError
+from rollouts.ops.apply import KeptChanging, apply_operation
+from rollouts.store.sqlite import SqliteStore, StoreError
 
 Obj = dict[str, Any]
 
@@ -127,22 +128,10 @@ def _apply_patch(
     store: SqliteStore, name: str, namespace: str, operation: Callable[[Obj], patches.Patch]
 ) -> patches.Patch:
     """Read, patch and write with the version read; retried when the controller wrote in between."""
-    for _ in range(10):
-        current = _get_rollout(store, name, namespace)
-        try:
-            patch = operation(current)
-        except patches.OperationError as exc:
-            fail(str(exc))
-        try:
-            if patch.spec:
-                written = store.update(patch.obj)
-                patch.obj["metadata"]["resourceVersion"] = written["metadata"]["resourceVersion"]
-            if patch.status:
-                store.update_status(patch.obj)
-            return patch
-        except ConflictError:
-            continue
-    fail(f'rollout "{name}" kept changing while writing: try again')
+    try:
+        return apply_operation(store, name, namespace, operation, attempts=10)
+    except (patches.OperationError, KeptChanging) as exc:
+        fail(str(exc))
 
 
 # --- lint / apply ------------------------------------------------------------------------------

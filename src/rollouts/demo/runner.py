@@ -28,8 +28,9 @@ from rollouts.demo.prometheus import PrometheusProcess, find_prometheus
 from rollouts.demo.traffic import TrafficGenerator, TrafficStats
 from rollouts.host import EmbeddedHost
 from rollouts.ops import patches
+from rollouts.ops.apply import apply_operation
 from rollouts.platform.embedded.routing import RoutingTable
-from rollouts.store.sqlite import Change, ConflictError
+from rollouts.store.sqlite import Change
 
 APP = manifests.APP
 
@@ -113,18 +114,7 @@ class Demo:
         return obj
 
     def write(self, operation: Callable[[dict[str, Any]], patches.Patch]) -> None:
-        for _ in range(20):
-            patch = operation(self.rollout())
-            try:
-                if patch.spec:
-                    written = self.store.update(patch.obj)
-                    patch.obj["metadata"]["resourceVersion"] = written["metadata"]["resourceVersion"]
-                if patch.status:
-                    self.store.update_status(patch.obj)
-                return
-            except ConflictError:
-                continue
-        raise RuntimeError("the rollout kept changing while the demo wrote to it")
+        apply_operation(self.store, APP, "default", operation)
 
     def report(self) -> tuple[str, dict[str, Any]]:
         """Print a line when phase, step or weight changes, and every new event."""
