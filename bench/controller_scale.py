@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/controller_scale.py [--sizes 100,1000,10000] [--variants idle,progressing]
         [--platform embedded|indexed] [--window 40] [--pass-cap 120] [--resync 30] [--tracemalloc]
-        [--profile N] [--profile-pass]
+        [--profile N] [--profile-pass] [--scrape]
 
 For each size a store is filled once (in this process) with N canary rollouts that are
 already Healthy with their status written, each with its ReplicaSet (2 replicas, ready) and
@@ -36,6 +36,13 @@ index would). --profile N runs one child with
 cProfile over the steady window (with --profile-pass: over the initial pass) and prints the top
 N functions. Each child also records the load average at its end (the machine is shared).
 
+--scrape: instead of the controller runs, time a /metrics scrape of the rollout gauges
+(`rollout_info`, `rollout_phase`, `rollout_info_replicas_*`: `generate_latest` over a registry
+holding only that collector, in this process) per size: listing and decoding every rollout per
+scrape (the collector without a change feed, as before the cache; still the Kubernetes store's
+path), then with the SQLite change feed: the first scrape, a scrape with nothing written since,
+and one after 1 % of the rollouts had their status written.
+
 Targets (DESIGN.md): 10,000 rollouts held, p99 reconcile < 50 ms, < 100 KB per idle rollout.
 """
 
@@ -60,7 +67,7 @@ import time
 import tracemalloc
 from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -563,6 +570,45 @@ def print_table(results: list[dict[str, Any]]) -> None:
     print("load = 1-minute load average at the child's end (2 cores, shared)")
 
 
+def scrape_bench(state: Path, count: int) -> dict[str, float]:
+    """Milliseconds per /metrics scrape of the rollout gauges (see --scrape in the docstring)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from rollouts.controller.admin import ControllerMetrics, _RolloutInfo
+
+    store = SqliteStore(state)
+    try:
+
+        def timed(scrape: Callable[[], bytes], repeat: int = 1) -> float:
+            best = float("inf")
+            for _ in range(repeat):
+                gc.collect()
+                started = time.perf_counter()
+                scrape()
+                best = min(best, time.perf_counter() - started)
+            return best * 1000
+
+        before = _RolloutInfo(AsyncSqliteStore(store))
+        before._feed = None  # every rollout listed and decoded per scrape, as before the cache
+        registry = CollectorRegistry()
+        registry.register(before)
+        result = {"before": timed(lambda: generate_latest(registry), 3)}
+        metrics = ControllerMetrics()
+        metrics.watch_store(AsyncSqliteStore(store))
+        result["first"] = timed(metrics.render)
+        result["unchanged"] = timed(metrics.render, 3)
+        result["unchanged_generate_latest"] = timed(lambda: generate_latest(metrics.registry), 3)
+        for i in range(max(1, count // 100)):
+            store.mutate(
+                "Rollout", rollout_name(i), NAMESPACE, lambda o: o["status"].update(updatedReplicas=1), status=True
+            )
+        result["after_1pct_written"] = timed(metrics.render)
+        result["bytes"] = float(len(metrics.render()))
+        return result
+    finally:
+        store.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100,1000,10000")
@@ -584,6 +630,7 @@ def main() -> int:
         help="also cProfile each variant's steady window at the largest size; print N lines",
     )
     parser.add_argument("--profile-pass", action="store_true", help="with --profile: profile the initial pass instead")
+    parser.add_argument("--scrape", action="store_true", help="time /metrics scrapes of the rollout gauges instead")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--state", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
@@ -604,6 +651,16 @@ def main() -> int:
             seconds = populate(state, count, Path(tmp))
             size_mib = state.stat().st_size / 2**20
             print(f"{count} rollouts: store filled in {seconds:.1f}s ({size_mib:.1f} MiB)", flush=True)
+            if args.scrape:
+                t = scrape_bench(state, count)
+                print(
+                    f"  scrape ms: before (list + decode + format every rollout) {t['before']:.1f}; now: first "
+                    f"{t['first']:.1f}, nothing written {t['unchanged']:.1f}, after 1 % written "
+                    f"{t['after_1pct_written']:.1f} ({t['bytes'] / 2**20:.1f} MiB; cached rows through "
+                    f"generate_latest {t['unchanged_generate_latest']:.1f})",
+                    flush=True,
+                )
+                continue
             for variant in variants:
                 r = _child(state, count, variant, args)
                 results.append(r)
@@ -627,7 +684,8 @@ def main() -> int:
                 what = "initial pass" if args.profile_pass else "steady window"
                 print(f"\ncProfile of the {what}, {variant}, {sizes[-1]} rollouts (top {args.profile}):")
                 print(r.get("profile", ""))
-    print_table(results)
+    if results:
+        print_table(results)
     return 0
 
 

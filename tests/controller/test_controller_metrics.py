@@ -15,6 +15,7 @@ from rollouts.controller.admin import ControllerMetrics, info_phase
 from rollouts.controller.rollouts import RolloutReconciler
 from rollouts.ops import patches
 from rollouts.platform.embedded.platform import EmbeddedPlatform
+from rollouts.platform.embedded.proxy_metrics import ProxyMetrics
 from rollouts.store.protocol import AsyncSqliteStore
 from rollouts.store.sqlite import SqliteStore
 
@@ -148,3 +149,65 @@ async def test_reconciles_count_outcomes_events_and_state(tmp_path: Path) -> Non
     assert sample(text, "rollout_duration_seconds_sum", namespace="default", status="Promoted") == 30
     assert sample(text, "rollout_info", **info, phase="Completed") == 1
     store.close()
+
+
+def named(name: str, **status: Any) -> dict[str, Any]:
+    doc = rollout_doc()
+    doc["metadata"]["name"] = name
+    doc["status"] = status
+    return doc
+
+
+async def test_scrapes_decode_only_the_rollouts_written_since_the_last_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rollout_info follows writes made in this process and by others (the CLI), deletions
+    included, while a scrape reads only the rollouts written since the previous scrape."""
+    store = SqliteStore(tmp_path / "state.db")
+    other = SqliteStore(tmp_path / "state.db")  # another process's writes: no in-process listener
+    metrics = ControllerMetrics()
+    metrics.watch_store(AsyncSqliteStore(store))
+    served = ProxyMetrics(metrics.registry)  # the embedded host's admin listener
+    for i in range(5):
+        store.create(named(f"ro{i}", replicas=2, availableReplicas=1))
+    reads: list[str] = []
+    for method in ("get", "list"):
+        original = getattr(store, method)
+
+        def counting(kind: str, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            reads.append(kind)
+            return _original(kind, *args, **kwargs)
+
+        monkeypatch.setattr(store, method, counting)
+
+    def scrape() -> str:
+        """What the admin listeners serve (pre-rendered gauges), checked against prometheus_client's own rendering."""
+        reads.clear()
+        text = served.render().decode()
+        seen = list(reads)
+        assert sorted(text.splitlines()) == sorted(generate_latest(metrics.registry).decode().splitlines())
+        reads[:] = seen
+        return text
+
+    text = scrape()
+    assert reads == ["Rollout"]  # the first scrape lists them once
+    ro = {"namespace": "default", "name": "ro3"}
+    assert sample(text, "rollout_info_replicas_unavailable", **ro) == 1
+    assert scrape().count("rollout_info{") == 5 and reads == []  # nothing written: nothing read
+
+    store.mutate(
+        "Rollout", "ro3", None, lambda o: o.update(status={"replicas": 2, "availableReplicas": 2}), status=True
+    )
+    paused = [condition("Progressing", "RolloutPaused")]
+    other.mutate("Rollout", "ro1", None, lambda o: o.update(status={"conditions": paused}), status=True)
+    other.delete("Rollout", "ro4")
+    other.create(named("ro9"))
+    text = scrape()
+    assert sorted(reads) == ["Rollout"] * 4  # ro1, ro3, ro4 (gone), ro9
+    assert sample(text, "rollout_info_replicas_unavailable", **ro) == 0
+    info = {"namespace": "default", "strategy": "canary", "traffic_router": "Nginx"}
+    assert sample(text, "rollout_info", **info, name="ro1", phase="Paused") == 1
+    assert sample(text, "rollout_info", **info, name="ro4", phase="Progressing") is None
+    assert sample(text, "rollout_info", **info, name="ro9", phase="Progressing") == 1
+    assert text.count("rollout_info{") == 5
+    other.close()

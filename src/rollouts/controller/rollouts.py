@@ -357,7 +357,9 @@ class RolloutReconciler:
         if getattr(self.platform, "garbage_collects_owned", False):
             return
         for kind in ("ReplicaSet", "AnalysisRun"):
-            for obj in self.store.list(kind, namespace):
+            # Through the owner index: listing the namespace decoded every ReplicaSet and run
+            # of every rollout (O(rollouts) per deletion at scale).
+            for obj in self.store.list(kind, namespace, owner=("Rollout", name)):
                 owners = obj["metadata"].get("ownerReferences") or []
                 if any(o.get("kind") == "Rollout" and o.get("name") == name for o in owners):
                     await self.store.delete(kind, obj["metadata"]["name"], namespace)

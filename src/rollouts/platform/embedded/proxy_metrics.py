@@ -396,8 +396,10 @@ class ProxyMetrics:
             del self._revisions[key]
 
     def render(self) -> bytes:
-        """The Prometheus text exposition (format 0.0.4) of this registry."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition (format 0.0.4) of this registry; through the registry's
+        own `render` when it has one (the controller's pre-renders its per-rollout gauges)."""
+        own = getattr(self.registry, "render", None)
+        return bytes(own()) if callable(own) else generate_latest(self.registry)
 
     content_type = METRICS_CONTENT_TYPE
 

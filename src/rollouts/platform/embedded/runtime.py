@@ -7,8 +7,12 @@ counts current. Service objects become proxy listeners; their selector (with the
 pod-template hash the controller pins) and the canary annotations become routing tables.
 
 Routing is recomputed from in-memory pod state on every relevant change, so a weight change
-written by the controller reaches the proxy within one event-loop turn. A pod being removed
-leaves the routing table first and is stopped after a short drain.
+written by the controller reaches the proxy within one event-loop turn. Only the Services
+concerned are recomputed: one whose object was written, and those whose selector (or canary
+hash) selects a pod that became ready, unready, draining or relabelled, found through an index
+by pod-template hash. Listing and decoding every Service on each write was O(rollouts) per
+write on the shared loop. A pod being removed leaves the routing table first and is stopped
+after a short drain.
 
 Crash safety: pod processes outlive the controller (they run in their own sessions). Each Pod
 object records, per container, the PID, the process start time and the port
@@ -30,7 +34,8 @@ import secrets
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +64,37 @@ log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 1.0
 POD_UID_ENV = "ROLLOUTS_POD_UID"
+# How often Services written by other processes (the CLI) are looked for: in-process writes
+# arrive at once through the store's listener.
+FEED_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class _ServiceRouting:
+    """What a Service's routing table is computed from, kept so that a pod change recomputes
+    the table without reading the Service again."""
+
+    namespace: str
+    selector: dict[str, str]
+    weight: int
+    canary_hash: str | None
+    routes: str | None  # the managed-routes annotation, parsed by `_managed_routes`
+
+    def selects(self, labels: dict[str, str]) -> bool:
+        """Whether a pod with `labels` can be a backend of this Service (primary or canary)."""
+        if objects.selector_matches(self.selector, labels):
+            return True
+        return bool(self.canary_hash) and objects.selector_matches(
+            {**self.selector, HASH_LABEL: str(self.canary_hash)}, labels
+        )
+
+    def hashes(self) -> set[str | None]:
+        """The pod-template hashes it is indexed under; None: it selects pods of any hash."""
+        pinned = self.selector.get(HASH_LABEL)
+        found: set[str | None] = {pinned}
+        if self.canary_hash:
+            found.add(self.canary_hash)
+        return found
 
 
 class EmbeddedRuntime:
@@ -82,7 +118,14 @@ class EmbeddedRuntime:
         self._draining: set[str] = set()
         self._dirty_rs: set[tuple[str, str]] = set()
         self._restart_checks: set[str] = set()  # pods whose object changed: restart requested?
-        self._routes_dirty = False
+        self._routes_dirty = False  # every Service is synced (at start; a bind retry)
+        self._dirty_services: set[tuple[str, str]] = set()  # (namespace, name): object written
+        self._dirty_pods: set[tuple[str, frozenset[tuple[str, str]]]] = set()  # (namespace, labels)
+        self._routing: dict[str, _ServiceRouting] = {}  # service key -> what its table comes from
+        self._services_by_hash: dict[tuple[str, str | None], set[str]] = {}  # (namespace, hash) -> keys
+        self._pods_by_hash: dict[tuple[str, str | None], set[str]] = {}  # (namespace, hash) -> pods
+        self._feed_rv = 0
+        self._notified: set[int] = set()  # versions of Service writes seen through the listener
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -98,8 +141,33 @@ class EmbeddedRuntime:
         for rs in self.store.list("ReplicaSet"):
             self._dirty_rs.add((rs["metadata"]["namespace"], rs["metadata"]["name"]))
         self._routes_dirty = True
+        self._feed_rv = self.store.current_rv()  # before the first (full) sync reads the Services
         self._task = asyncio.create_task(self._loop(), name="embedded-runtime")
+        self._spawn(self._poll_feed(), "embedded-runtime-feed")
         self._wake.set()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _poll_feed(self) -> None:
+        """Services written by other processes (the CLI) reach the runtime through the store's
+        change feed (keys only). Before the runtime synced only what changed, any write synced
+        every Service, which picked such a Service up at the next write of anything."""
+        while True:
+            await asyncio.sleep(FEED_POLL_SECONDS)
+            try:
+                changes, newest = self.store.changes_since(self._feed_rv)
+            except Exception:
+                log.exception("polling the store for Service changes failed")
+                continue
+            self._feed_rv = newest
+            for change in changes:
+                if change.kind == "Service" and change.rv not in self._notified:
+                    self._dirty_services.add((change.namespace, change.name))
+                    self._wake.set()
+            self._notified = {rv for rv in self._notified if rv > newest}
 
     async def close(self) -> None:
         if self._task is not None:
@@ -132,10 +200,12 @@ class EmbeddedRuntime:
     def on_store_change(self, change: Change) -> None:
         """Store listener: note what to re-sync; the loop does the work."""
         if change.kind == "ReplicaSet":
+            # Its pods' changes (started, ready, removed) mark the Services that route to them.
             self._dirty_rs.add((change.namespace, change.name))
-            self._routes_dirty = True
         elif change.kind == "Service":
-            self._routes_dirty = True
+            self._dirty_services.add((change.namespace, change.name))
+            if self._task is not None:  # the feed poll forgets the versions it has read past
+                self._notified.add(change.rv)
         elif change.kind == "Pod" and not change.deleted and change.name in self._pod_meta:
             self._restart_checks.add(change.name)
         else:
@@ -159,9 +229,14 @@ class EmbeddedRuntime:
         meta = self._pod_meta.get(status.name)
         if meta is None:
             return
-        if previous is None or previous.ready != status.ready or previous.restarts != status.restarts:
+        if (
+            previous is None
+            or previous.ready != status.ready
+            or previous.restarts != status.restarts
+            or (previous.host, previous.port) != (status.host, status.port)
+        ):
             self._dirty_rs.add((meta[0], meta[1]))
-            self._routes_dirty = True
+            self._mark_pod(meta[0], meta[2])
             self._wake.set()
         self._write_pod(status)
 
@@ -183,7 +258,11 @@ class EmbeddedRuntime:
                     await self._sync_replica_set(namespace, name)
                 if self._routes_dirty:
                     self._routes_dirty = False
+                    self._dirty_services.clear()
+                    self._dirty_pods.clear()
                     await self._sync_services()
+                if self._dirty_services or self._dirty_pods:
+                    await self._sync_changed_services()
             except Exception:  # the runtime must outlive one bad object
                 log.exception("embedded runtime sync failed")
                 await asyncio.sleep(0.5)
@@ -236,7 +315,7 @@ class EmbeddedRuntime:
         except Exception:  # one bad record must not stop the runtime: replace that pod
             name = str(pod["metadata"]["name"])
             log.exception("pod %s: cannot adopt it; stopping it, the ReplicaSet will replace it", name)
-            self._pod_meta.pop(name, None)
+            self._drop_meta(name)
             for record in records:
                 if record.pid is not None and _alive(record):
                     _kill_group(record.pid)
@@ -267,12 +346,32 @@ class EmbeddedRuntime:
             template = PodTemplateSpec.model_validate(rs["spec"]["template"])
         spec = self._pod_spec(name, str(meta.get("uid") or ""), labels, template)
         started = parse_rfc3339((pod.get("status") or {}).get("startTime"))
-        self._pod_meta[name] = (namespace, rs_name, labels)
+        self._set_meta(name, (namespace, rs_name, labels))
         status = await self.supervisor.adopt(
             spec, records, started_at=started.timestamp() if started is not None else time.time()
         )
         log.info("pod %s: adopted (pids %s, port %d)", name, ", ".join(map(str, status.pids)), status.port)
         self.on_pod_change(status)
+
+    def _set_meta(self, pod: str, meta: tuple[str, str, dict[str, str]]) -> None:
+        self._drop_meta(pod)
+        self._pod_meta[pod] = meta
+        self._pods_by_hash.setdefault((meta[0], meta[2].get(HASH_LABEL)), set()).add(pod)
+
+    def _drop_meta(self, pod: str) -> tuple[str, str, dict[str, str]] | None:
+        meta = self._pod_meta.pop(pod, None)
+        if meta is not None:
+            key = (meta[0], meta[2].get(HASH_LABEL))
+            pods = self._pods_by_hash.get(key)
+            if pods is not None:
+                pods.discard(pod)
+                if not pods:
+                    del self._pods_by_hash[key]
+        return meta
+
+    def _mark_pod(self, namespace: str, labels: dict[str, str]) -> None:
+        """The pod's routing state changed: the Services selecting it are synced next turn."""
+        self._dirty_pods.add((namespace, frozenset(labels.items())))
 
     def _pods_of(self, namespace: str, rs_name: str) -> list[str]:
         return [
@@ -310,7 +409,7 @@ class EmbeddedRuntime:
         labels = dict((template.metadata.labels if template.metadata else None) or {})
         # The template's annotations too: ephemeral metadata (core.metadata) puts role annotations there.
         annotations = dict((template.metadata.annotations if template.metadata else None) or {})
-        self._pod_meta[pod_name] = (namespace, rs["metadata"]["name"], labels)
+        self._set_meta(pod_name, (namespace, rs["metadata"]["name"], labels))
         created = self.store.create(
             {
                 "apiVersion": "v1",
@@ -372,8 +471,9 @@ class EmbeddedRuntime:
             return
         labels = objects.labels_of(obj)
         if labels != meta[2]:
-            self._pod_meta[pod] = (meta[0], meta[1], labels)
-            self._routes_dirty = True
+            self._set_meta(pod, (meta[0], meta[1], labels))
+            self._mark_pod(meta[0], meta[2])  # the Services that selected it, and those that now do
+            self._mark_pod(meta[0], labels)
 
     def _replace_if_requested(self, pod: str) -> None:
         """A pod whose object carries the restart annotation (spec.restartAt) is stopped; its
@@ -389,11 +489,11 @@ class EmbeddedRuntime:
     def _remove_pod(self, pod: str) -> None:
         """Take the pod out of routing now; stop it after in-flight requests have drained."""
         self._draining.add(pod)
-        self._routes_dirty = True
         self._wake.set()
         meta = self._pod_meta.get(pod)
         if meta is not None:
             self._dirty_rs.add((meta[0], meta[1]))
+            self._mark_pod(meta[0], meta[2])
 
         async def stop() -> None:
             try:
@@ -403,7 +503,7 @@ class EmbeddedRuntime:
                 if not self._detached:  # a detached runtime leaves the pod to the next leader
                     self._draining.discard(pod)
                     self._pods.pop(pod, None)
-                    gone = self._pod_meta.pop(pod, None)
+                    gone = self._drop_meta(pod)
                     if gone is not None:
                         self.store.delete("Pod", pod, gone[0])
                         self._dirty_rs.add((gone[0], gone[1]))
@@ -490,31 +590,106 @@ class EmbeddedRuntime:
     # --- services --------------------------------------------------------------------------
 
     async def _sync_services(self) -> None:
+        """Every Service: at start, and when a port could not be bound."""
         services = self.store.list("Service")
-        wanted: dict[str, int] = {}
-        unbound = False
-        for svc in services:
-            port = ((svc.get("spec") or {}).get("ports") or [{}])[0].get("port")
-            if port is None:
-                continue
-            key = _service_key(svc)
-            wanted[key] = int(port)
-            if self._listening.get(key) != int(port):
-                if key in self._listening:
-                    await self.proxy.remove_service(key)
-                try:
-                    await self.proxy.add_service(key, int(port))
-                except OSError as exc:
-                    log.error("service %s: cannot listen on 127.0.0.1:%s: %s (retrying)", key, port, exc)
-                    unbound = True
-                    continue
-                self._listening[key] = int(port)
-            self.proxy.set_routing(key, self._routing_for(svc))
+        wanted = {_service_key(svc) for svc in services}
         for key in list(self._listening):
             if key not in wanted:
+                await self._drop_service(key)
+        for key in list(self._routing):
+            if key not in wanted:
+                self._unindex(key)
+        unbound = False
+        for svc in services:
+            key = _service_key(svc)
+            try:
+                unbound |= not await self._sync_service(key, svc)
+            except Exception:  # one bad Service must not keep the others from being routed
+                log.exception("service %s: sync failed", key)
+        if unbound:
+            self._retry_binding()
+
+    async def _sync_changed_services(self) -> None:
+        """The Services whose object was written, and those selecting a pod whose routing state
+        changed (found through the index by pod-template hash, then by selector)."""
+        keys: dict[str, tuple[str, str] | None] = {}  # service key -> (namespace, name) to read again
+        while self._dirty_services:
+            namespace, name = self._dirty_services.pop()
+            keys[_service_key_of(namespace, name)] = (namespace, name)
+        while self._dirty_pods:
+            namespace, items = self._dirty_pods.pop()
+            labels = dict(items)
+            for key in self._services_selecting(namespace, labels):
+                keys.setdefault(key, None)
+        unbound = False
+        for key, read in sorted(keys.items()):
+            try:
+                if read is None:  # only its pods changed: the Service object is as last read
+                    routing = self._routing.get(key)
+                    if routing is not None and key in self._listening:
+                        self.proxy.set_routing(key, self._table(key, routing))
+                    continue
+                svc = self.store.get("Service", read[1], read[0])
+                if svc is None:
+                    await self._drop_service(key)
+                    continue
+                unbound |= not await self._sync_service(key, svc)
+            except Exception:  # one bad Service must not keep the others from being routed
+                log.exception("service %s: sync failed", key)
+        if unbound:
+            self._retry_binding()
+
+    def _services_selecting(self, namespace: str, labels: dict[str, str]) -> list[str]:
+        candidates: set[str] = set()
+        for hash_ in {labels.get(HASH_LABEL), None}:
+            candidates |= self._services_by_hash.get((namespace, hash_), set())
+        return [key for key in candidates if self._routing[key].selects(labels)]
+
+    async def _sync_service(self, key: str, svc: dict[str, Any]) -> bool:
+        """Listen for and route one Service; False when its port could not be bound."""
+        port = ((svc.get("spec") or {}).get("ports") or [{}])[0].get("port")
+        if port is None:
+            await self._drop_service(key)
+            return True
+        self._index(key, _routing_of(svc))
+        if self._listening.get(key) != int(port):
+            if key in self._listening:
                 await self.proxy.remove_service(key)
                 del self._listening[key]
-        if unbound and (self._bind_retry is None or self._bind_retry.cancelled()):
+            try:
+                await self.proxy.add_service(key, int(port))
+            except OSError as exc:
+                log.error("service %s: cannot listen on 127.0.0.1:%s: %s (retrying)", key, port, exc)
+                return False
+            self._listening[key] = int(port)
+        self.proxy.set_routing(key, self._table(key, self._routing[key]))
+        return True
+
+    async def _drop_service(self, key: str) -> None:
+        self._unindex(key)
+        if key in self._listening:
+            await self.proxy.remove_service(key)
+            del self._listening[key]
+
+    def _index(self, key: str, routing: _ServiceRouting) -> None:
+        self._unindex(key)
+        self._routing[key] = routing
+        for hash_ in routing.hashes():
+            self._services_by_hash.setdefault((routing.namespace, hash_), set()).add(key)
+
+    def _unindex(self, key: str) -> None:
+        routing = self._routing.pop(key, None)
+        if routing is None:
+            return
+        for hash_ in routing.hashes():
+            keys = self._services_by_hash.get((routing.namespace, hash_))
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._services_by_hash[(routing.namespace, hash_)]
+
+    def _retry_binding(self) -> None:
+        if self._bind_retry is None or self._bind_retry.cancelled():
             # The port may be freed soon (e.g. by a previous leader that is exiting): try again.
             def retry() -> None:
                 self._bind_retry = None
@@ -522,25 +697,28 @@ class EmbeddedRuntime:
 
             self._bind_retry = asyncio.get_running_loop().call_later(1.0, retry)
 
-    def _routing_for(self, svc: dict[str, Any]) -> RoutingTable:
-        namespace = svc["metadata"].get("namespace", "default")
-        selector = dict((svc.get("spec") or {}).get("selector") or {})
-        notes = objects.annotations_of(svc)
-        primary = self._backends(namespace, selector)
-        weight = int(notes.get(objects.CANARY_WEIGHT_ANNOTATION, "0") or 0)
-        canary_hash = notes.get(objects.CANARY_HASH_ANNOTATION)
-        routes = _managed_routes(_service_key(svc), notes.get(objects.MANAGED_ROUTES_ANNOTATION))
+    def _table(self, key: str, routing: _ServiceRouting) -> RoutingTable:
+        primary = self._backends(routing.namespace, routing.selector)
+        weight = routing.weight
+        routes = _managed_routes(key, routing.routes)
         canary = None
         # Header routes and mirrors reach the canary at any weight, 0 included.
-        if canary_hash and (weight > 0 or routes):
-            canary = self._backends(namespace, {**selector, HASH_LABEL: canary_hash})
+        if routing.canary_hash and (weight > 0 or routes):
+            canary = self._backends(routing.namespace, {**routing.selector, HASH_LABEL: routing.canary_hash})
         return RoutingTable(
             primary=primary, canary=canary, canary_weight=weight if canary else 0, routes=routes if canary else ()
         )
 
+    def _routing_for(self, svc: dict[str, Any]) -> RoutingTable:
+        """The routing table of a Service object (read as the runtime reads it)."""
+        return self._table(_service_key(svc), _routing_of(svc))
+
     def _backends(self, namespace: str, selector: dict[str, str]) -> RevisionBackends:
         backends = []
-        for pod, (ns, _rs, labels) in sorted(self._pod_meta.items()):
+        pinned = selector.get(HASH_LABEL)
+        pods: Iterable[str] = self._pods_by_hash.get((namespace, pinned), ()) if pinned is not None else self._pod_meta
+        for pod in sorted(pods):
+            ns, _rs, labels = self._pod_meta[pod]
             if ns != namespace or pod in self._draining or not objects.selector_matches(selector, labels):
                 continue
             status = self._pods.get(pod)
@@ -548,6 +726,17 @@ class EmbeddedRuntime:
                 continue
             backends.append(Backend(pod=pod, host=status.host, port=status.port))
         return RevisionBackends(revision=selector.get(HASH_LABEL, "none"), backends=tuple(backends))
+
+
+def _routing_of(svc: dict[str, Any]) -> _ServiceRouting:
+    notes = objects.annotations_of(svc)
+    return _ServiceRouting(
+        namespace=svc["metadata"].get("namespace", "default"),
+        selector=dict((svc.get("spec") or {}).get("selector") or {}),
+        weight=int(notes.get(objects.CANARY_WEIGHT_ANNOTATION, "0") or 0),
+        canary_hash=notes.get(objects.CANARY_HASH_ANNOTATION),
+        routes=notes.get(objects.MANAGED_ROUTES_ANNOTATION),
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -597,8 +786,10 @@ def _kill_group(pgid: int) -> None:
 
 
 def _service_key(svc: dict[str, Any]) -> str:
-    namespace = svc["metadata"].get("namespace", "default")
-    name = str(svc["metadata"]["name"])
+    return _service_key_of(svc["metadata"].get("namespace", "default"), str(svc["metadata"]["name"]))
+
+
+def _service_key_of(namespace: str, name: str) -> str:
     return name if namespace == "default" else f"{namespace}/{name}"
 
 
