@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import random
 from collections.abc import AsyncIterator
@@ -233,11 +234,11 @@ async def test_random_writes_route_as_a_full_recompute_would(host: tuple[Embedde
             meta = runtime._pod_meta.get(pod)
             if meta is not None:
                 role = rng.choice(["a", "b"])
-                store.mutate("Pod", pod, meta[0], lambda o, role=role: o["metadata"]["labels"].update({"role": role}))
+                store.mutate("Pod", pod, meta[0], functools.partial(_set_labels, labels={"role": role}))
         elif action == "scale":
             ns, rs = rng.choice(["default", "team"]), f"web-{rng.choice(hashes)}"
             n = rng.choice([0, 1, 3])
-            store.mutate("ReplicaSet", rs, ns, lambda o, n=n: o["spec"].update({"replicas": n}))
+            store.mutate("ReplicaSet", rs, ns, functools.partial(_set_replicas, replicas=n))
         elif action == "service":
             if store.get("Service", "web-role") is None:
                 store.create(service("web-role", {"app": "web", "role": "a"}, next(port)))
@@ -259,7 +260,12 @@ async def test_a_pod_change_recomputes_only_the_services_selecting_it(
     await settle(runtime)
     listed: list[str] = []
     original = store.list
-    monkeypatch.setattr(store, "list", lambda kind, *a, **k: listed.append(kind) or original(kind, *a, **k))
+
+    def recording_list(kind: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        listed.append(kind)
+        return original(kind, *args, **kwargs)
+
+    monkeypatch.setattr(store, "list", recording_list)
     proxy.swaps.clear()
 
     pod = next(p for p, meta in runtime._pod_meta.items() if meta[1] == "app7-h7")
@@ -267,7 +273,7 @@ async def test_a_pod_change_recomputes_only_the_services_selecting_it(
     await settle(runtime)
 
     assert sorted(proxy.swaps) == ["all", "app7"]
-    assert [b.pod for b in proxy.tables["app7"].primary.backends] == [pod]
+    assert [b.pod for b in primary_of(proxy.tables["app7"]).backends] == [pod]
     assert "Service" not in listed
     proxy.swaps.clear()
     store.mutate("Service", "app3", None, lambda o: o["metadata"]["annotations"].update({"note": "x"}))
@@ -313,19 +319,32 @@ async def test_canary_and_relabelled_pods_reach_the_services_that_route_to_them(
     set_ready(runtime, canary, True)
     await settle(runtime)
     table = proxy.tables["web"]
-    assert [b.pod for b in table.primary.backends] == [stable]
+    assert [b.pod for b in primary_of(table).backends] == [stable]
     assert table.canary is not None and [b.pod for b in table.canary.backends] == [canary]
     assert table.canary_weight == 25
 
     store.mutate("Pod", canary, None, lambda o: o["metadata"]["labels"].update({"role": "preview"}))
     await settle(runtime)
-    assert [b.pod for b in proxy.tables["web-preview"].primary.backends] == [canary]
+    assert [b.pod for b in primary_of(proxy.tables["web-preview"]).backends] == [canary]
     store.mutate("Pod", canary, None, lambda o: o["metadata"]["labels"].update({"role": "gone"}))
     await settle(runtime)
-    assert proxy.tables["web-preview"].primary.backends == ()
+    assert primary_of(proxy.tables["web-preview"]).backends == ()
 
     set_ready(runtime, canary, False)  # not ready: out of the canary side at once
     await settle(runtime)
     table = proxy.tables["web"]
     assert table.canary is not None and table.canary.backends == ()
     assert_consistent(runtime, proxy)
+
+
+def _set_labels(obj: dict[str, Any], labels: dict[str, str]) -> None:
+    obj["metadata"]["labels"].update(labels)
+
+
+def _set_replicas(obj: dict[str, Any], replicas: int) -> None:
+    obj["spec"]["replicas"] = replicas
+
+
+def primary_of(table: RoutingTable) -> RevisionBackends:
+    assert table.primary is not None
+    return table.primary
