@@ -105,3 +105,35 @@ def test_slots_are_reused_after_wrapping() -> None:
     assert m.revisions_of("s") == {"r": rs}
     m.forget_service("s")
     assert m.revisions_of("s") == {}
+
+
+def test_batched_counting_equals_one_by_one() -> None:
+    """`drain` (the proxy's way: requests counted in batches) gives exactly what `record` gives
+    request by request: codes, errors, latency buckets (bounds, negatives, beyond the last
+    bound), the sum, and the window's per-second slots across several seconds."""
+    from rollouts.platform.embedded import proxy_metrics
+
+    bounds = proxy_metrics._FINE_BOUNDS
+    durations = [-0.5, 0.0, 0.00005, bounds[0], bounds[3], bounds[3] * 1.0001, 0.001, 0.0025, 0.0031, 0.2, 10.0, 500.0]
+    entries = []
+    t = 5000.2
+    for i in range(400):
+        code = (200, 200, 404, 503, 200, 500)[i % 6]
+        entries.append((code, durations[(i * 7) % len(durations)], t))
+        t += 0.013 if i % 50 else 1.7  # several seconds, and a gap
+    one = ProxyMetrics(window_seconds=30).revision("s", "one")
+    batched = ProxyMetrics(window_seconds=30).revision("s", "batched")
+    assert batched.pending is not None  # (the real clock: counted in batches)
+    for code, duration, now in entries:
+        one.record(code, duration, now)
+    batched.pending.extend(entries[:150])
+    batched.drain()
+    batched.pending.extend(entries[150:])
+    batched.drain()
+    assert batched.codes == one.codes and batched.requests == one.requests == 400
+    assert batched.errors == one.errors
+    assert batched.duration_buckets == one.duration_buckets
+    assert abs(batched.duration_sum - one.duration_sum) < 1e-9
+    assert batched.window._stamps == one.window._stamps
+    assert batched.window._errors == one.window._errors
+    assert batched.window._hists == one.window._hists

@@ -78,12 +78,13 @@ class BackendHealth:
 class RevisionPool:
     """The pods of one revision, picked in round robin."""
 
-    __slots__ = ("backends", "label", "mirror_turn", "revision", "stats", "turn")
+    __slots__ = ("backends", "keys", "label", "mirror_turn", "revision", "stats", "turn")
 
     def __init__(self, revision: RevisionBackends | None) -> None:
         self.revision = revision
         self.label = revision.revision if revision is not None else NO_REVISION
         self.backends: tuple[Backend, ...] = revision.backends if revision is not None else ()
+        self.keys: tuple[BackendKey, ...] = tuple(backend_key(b) for b in self.backends)  # (for the proxy's pool)
         self.turn = 0  # counts picks: the next pod is `backends[turn % len(backends)]`
         self.mirror_turn = 0  # the same, for mirrored copies (their own rotation: see `proxy_mirror`)
         # The proxy's counters of this revision, cached here by the proxy. `turn` and `stats` are

@@ -77,6 +77,7 @@ from rollouts.platform.embedded.balancer import (
 from rollouts.platform.embedded.proxy_http import ClientConn, Exchange
 from rollouts.platform.embedded.proxy_metrics import AdminEndpoint, ProxyMetrics, RevisionStats
 from rollouts.platform.embedded.proxy_mirror import DEFAULT_MAX_BODY, MirrorSender
+from rollouts.platform.embedded.proxy_request import HeadMemo
 from rollouts.platform.embedded.proxy_routes import compile_rules
 from rollouts.platform.embedded.routing import RoutingTable
 from rollouts.platform.embedded.upstream import Upstream, UpstreamPool
@@ -168,6 +169,8 @@ class ProxyServer:
             idle_timeout=upstream_idle_timeout,
             time=self._time,
         )
+        # Analyses of recent request heads (per proxy: they depend on its limits).
+        self.heads = HeadMemo()
         self._services: dict[str, Service] = {}
         self._routes: dict[str, Route] = {}
         self._loop_: asyncio.AbstractEventLoop | None = None

@@ -1,12 +1,19 @@
 """The client side of the embedded proxy's HTTP/1.1: a client connection (`ClientConn`: requests
-in, responses out), one exchange (`Exchange`: a request and its response), the request header
-rules and the proxy's own responses. The backend side is `upstream`.
+in, responses out), one exchange (`Exchange`: a request and its response) and the proxy's own
+responses. Request heads are read in `proxy_request`; the backend side is `upstream`.
 
-The request head is still built from httptools' per-header callbacks (a request stream can hold
-pipelined requests, so its heads are not at known offsets of the received bytes, as response
-heads are); each callback does little: the lines to forward are collected as pieces in one list
-and joined once, and what the proxy adds in the common case (X-Forwarded-*) is one prepared
-piece per connection.
+How requests are read: httptools (llhttp) checks every byte a client sends, but makes no Python
+call per header or for the URL. The connection cuts each message out of the received bytes
+itself (a head ends at the first blank line; a body is framed by its Content-Length or, chunked,
+followed by `proxy_request.ChunkedEnd`) and feeds llhttp one message at a time, so it always
+knows where a head is. llhttp raises on anything that is not HTTP, hands over the body
+(de-chunked) through `on_body`, and counts each message end (`on_message_complete`), which the
+connection checks against its own framing: where they disagree the request is refused (400).
+
+The common case takes a shorter way: a head already seen (`proxy_request.HeadMemo`: only heads
+without a body, keep-alive, with a Host) that arrives whole in one read is used as it is, with
+no parsing at all (llhttp's verdict on the same bytes would be the same, and its parser is at
+the start of a message before and after).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from rollouts.platform.embedded.balancer import NO_REVISION
+from rollouts.platform.embedded.proxy_request import ChunkedEnd, RequestHead
 
 if TYPE_CHECKING:
     from rollouts.platform.embedded.balancer import RevisionPool
@@ -33,41 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Request header name (lower case) -> how it is handled; absent = forwarded as is.
-H_DROP = 0
-H_CONNECTION = 1
-H_TRANSFER_ENCODING = 2
-H_EXPECT = 3
-H_XFF = 4
-H_HOST = 5
-H_CONTENT_LENGTH = 6
-H_XFP = 7
-H_XFH = 8
-HOP_BY_HOP = {
-    b"connection": H_CONNECTION,
-    b"keep-alive": H_DROP,
-    b"proxy-connection": H_DROP,
-    b"proxy-authenticate": H_DROP,
-    b"proxy-authorization": H_DROP,
-    b"te": H_DROP,
-    b"trailer": H_DROP,
-    b"transfer-encoding": H_TRANSFER_ENCODING,
-    b"upgrade": H_DROP,
-}
-REQUEST_HEADERS = {
-    **HOP_BY_HOP,
-    b"expect": H_EXPECT,
-    b"x-forwarded-for": H_XFF,
-    b"host": H_HOST,
-    b"content-length": H_CONTENT_LENGTH,
-    b"x-forwarded-proto": H_XFP,
-    b"x-forwarded-host": H_XFH,
-}
-
 KEEP_UNREAD_BODY = 64 * 1024  # after an early response, read and drop at most this much body
-
-CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
-"""Connection tokens that are options, not names of headers to drop."""
 
 STATUS_LINES = {
     int(status): b"HTTP/1.1 %d %b" % (int(status), status.phrase.encode("latin-1")) for status in HTTPStatus
@@ -88,7 +62,7 @@ REASONS = {
 
 
 class Reject(Exception):
-    """Raised from a parser callback to answer the client with `code` and stop reading."""
+    """Raised while reading a request to answer the client with `code` and stop reading."""
 
     def __init__(self, code: int, text: str) -> None:
         super().__init__(text)
@@ -100,84 +74,7 @@ class BadResponse(Exception):
     """Raised from an upstream parser callback on a response the proxy cannot forward."""
 
 
-def connection_tokens(value: bytes, into: set[bytes] | None) -> set[bytes]:
-    """The comma-separated tokens of a Connection header, lower case, added to `into`."""
-    tokens = into if into is not None else set()
-    for token in value.lower().split(b","):
-        token = token.strip()
-        if token:
-            tokens.add(token)
-    return tokens
-
-
-def special_request_header(ex: Exchange, kind: int, name: bytes, value: bytes) -> None:
-    """A request header of `REQUEST_HEADERS`: noted on `ex`, and forwarded unless hop-by-hop.
-
-    (The size of a forwarded header is counted from `ex.parts` at the end of the head; that of
-    a header that is not forwarded is added to `ex.head_size` here.)"""
-    forward = False
-    if kind == H_HOST:
-        ex.host = value
-        forward = True
-    elif kind == H_CONTENT_LENGTH:
-        ex.content_length = int(value)
-        forward = True
-    elif kind == H_CONNECTION:
-        ex.conn_header = True
-        lowered = value.strip().lower()
-        if lowered != b"keep-alive" and lowered != b"close":
-            ex.tokens = connection_tokens(value, ex.tokens)
-            ex.unusual = True
-    elif kind == H_EXPECT:
-        ex.expect_continue = value.strip().lower() == b"100-continue"
-    elif kind != H_DROP:
-        ex.unusual = True  # the head is completed by `finish_request_head`, not the fast path
-        if kind == H_XFP:
-            ex.has_xfp = forward = True
-        elif kind == H_XFH:
-            ex.has_xfh = forward = True
-        elif kind == H_XFF:
-            ex.xff = value if not ex.xff else ex.xff + b", " + value
-        elif kind == H_TRANSFER_ENCODING:
-            ex.req_chunked = True
-    if forward:
-        ex.parts += (name, b": ", value, b"\r\n")
-    else:
-        ex.head_size += len(name) + len(value) + 4
-
-
-def join_request_head(ex: Exchange) -> bytes:
-    """The request line and the forwarded headers of `ex`, without the headers that Connection
-    names (`ex.parts`: method, " ", url, " HTTP/1.1\\r\\n", then name, ": ", value, CRLF each)."""
-    parts = ex.parts
-    if ex.tokens:
-        named = ex.tokens - CONNECTION_OPTIONS
-        if named:
-            kept = parts[:4]
-            for i in range(4, len(parts), 4):
-                if parts[i].lower() not in named:
-                    kept += parts[i : i + 4]
-                else:
-                    ex.head_size += len(parts[i]) + len(parts[i + 2]) + 4  # (counted, not forwarded)
-            parts = kept
-    return b"".join(parts)
-
-
-def finish_request_head(ex: Exchange, peer: bytes, host_line: bytes) -> bytes:
-    """`ex.head` with what the proxy adds, in the general case: X-Forwarded-* (appended to or
-    kept), chunked framing, a missing Host; and the blank line."""
-    xff = ex.xff
-    parts = [ex.head, b"X-Forwarded-For: ", xff + b", " + peer if xff else peer, b"\r\n"]
-    if not ex.has_xfp:
-        parts.append(b"X-Forwarded-Proto: http\r\n")
-    if not ex.has_xfh and ex.host is not None:
-        parts += (b"X-Forwarded-Host: ", ex.host, b"\r\n")
-    if ex.req_chunked:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    if ex.host is None:
-        parts.append(host_line)
-    parts.append(b"\r\n")
-    return b"".join(parts)
+_BAD_REQUEST = "400 bad request"
 
 
 # -- the proxy's own responses ----------------------------------------------------------------
@@ -203,21 +100,13 @@ class Exchange:
     """One request and its response.
 
     No `__slots__` and no `__init__`: the defaults live on the class, so that a new exchange
-    (one per request) stores only what differs; `ClientConn.on_url` sets `client` and `parts`.
+    (one per request) stores only what differs; the connection sets `client` and `info`.
     """
 
     client: ClientConn
-    parts: list[bytes]  # the head to forward: [method, " ", url, " HTTP/1.1\r\n", name, ": ", value, ...]
+    info: RequestHead  # what the head says (shared by identical heads: read only)
     t0 = 0.0
-    head_size = 0  # of the headers not forwarded (the others are counted from `head`)
-    head = b""  # `parts` joined; then, from `ClientConn._start` on, the whole head to send
-    host: bytes | None = None
-    xff = b""
-    has_xfp = False
-    has_xfh = False
-    tokens: set[bytes] | None = None
-    conn_header = False  # the request has a Connection header
-    unusual = False  # the head needs `finish_request_head` (X-Forwarded-*, chunked, Connection tokens)
+    head = b""  # the head sent upstream, from `ClientConn._start` on
     http11 = True
     keep_alive = True
     is_head = False
@@ -278,18 +167,30 @@ class ClientConn(asyncio.Protocol):
         self.svc = svc
         self.route = svc.route
         self._pool = proxy._pool
+        self._idle = proxy._pool.idle  # (the pool's connections, read directly by `_start`)
         self._time = proxy._time
+        self._memo = proxy.heads
+        self._known = proxy.heads.heads  # read directly on the shortest way (`data_received`)
         self.transport: asyncio.Transport | None = None
+        # No `on_url`/`on_header`/`on_headers_complete`: see the module doc.
         self.parser = httptools.HttpRequestParser(self)
         self.peer = b""
-        # What the proxy adds to a request head in the common case, up to the Host value.
-        self._forwarded = b"X-Forwarded-For: \r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: "
         self._health = proxy.health
-        self._building: Exchange | None = None
-        self._head_size = 0  # bytes received since the last head ended (roughly; see `data_received`)
-        self._in_head = True
+        # Reading: a head begun in an earlier read; what is left of a body being read.
+        self._hbuf = bytearray()
+        self._body_left = 0
+        self._chunks: ChunkedEnd | None = None
+        self._ended = 0  # message ends llhttp has seen (`on_message_complete`)
+        self._upgraded = False
+        # True while reading can take the shortest way: between messages, nothing left over,
+        # not closing (see the module doc).
+        self._fast = False
+        # The last forwarded head built and its analysis: a keep-alive client repeating a request
+        # gets it again without a join.
+        self._memo_info: RequestHead | None = None
+        self._memo_head = b""
         self._current: Exchange | None = None
-        self._parsing: Exchange | None = None
+        self._parsing: Exchange | None = None  # the exchange whose request body is being read
         self._queue: deque[Exchange] = deque()
         self._paused = 0
         self.write_paused = False
@@ -297,8 +198,7 @@ class ClientConn(asyncio.Protocol):
         self.closing = False
         self._lingering = False
         self._linger_handle: asyncio.TimerHandle | None = None
-        self._parser_dead = False
-        self._deaf = False  # closed, lingering or parser dead: `data_received` ignores input
+        self._deaf = False  # closed, lingering or the request stream broken: input is ignored
         self._in_advance = False
         self._in_feed = False
         self._dirty: list[Upstream] = []
@@ -315,15 +215,15 @@ class ClientConn(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self.peer = str(peer[0]).encode("ascii", "replace")
-        self._forwarded = b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: " % self.peer
         self.send = self.transport.write
         self.writable = True
+        self._fast = True
         self.svc.conns.add(self)
         self.proxy._client_opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = self._deaf = True
-        self.writable = False
+        self._fast = self.writable = False
         if self._linger_handle is not None:
             self._linger_handle.cancel()
             self._linger_handle = None
@@ -361,108 +261,188 @@ class ClientConn(asyncio.Protocol):
             ex.upstream.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self._deaf:
-            return
-        if self._in_head:
-            self._head_size += len(data)
+        if self._fast:
+            info = self._known.get(data)
+            if info is not None:
+                # A known head, whole, with no body: nothing to parse (see the module doc).
+                ex = Exchange()
+                ex.client = self
+                ex.info = info
+                ex.is_head = info.is_head
+                ex.request_done = True
+                ex.t0 = now = self._time()
+                if self._current is None:
+                    self._current = ex
+                    self._start(ex, now)
+                else:
+                    self._enqueue(ex)
+                return
+        if not self._deaf:
+            self._receive(data)
+
+    # -- reading requests ----------------------------------------------------------------------
+
+    def _receive(self, data: bytes) -> None:
+        """Cut `data` into messages (heads, bodies) and feed them to llhttp one at a time."""
         self._in_feed = True
         try:
-            self.parser.feed_data(data)
-            if self._in_head and self._head_size > self.proxy.max_header_size and not self._parser_dead:
-                # still no end of the head (bytes since the last head ended, roughly)
-                self._parse_failed(431, "431 request header fields too large")
+            while data and not self._deaf:
+                if self._body_left or self._chunks is not None:
+                    data = self._receive_body(data)
+                else:
+                    data = self._receive_head(data)
+        except Reject as exc:
+            self._parse_failed(exc.code, exc.text)
         except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, Reject):
-                self._parse_failed(cause.code, cause.text)
-            else:
-                log.error("embedded proxy: error handling a request", exc_info=cause or exc)
-                self._parse_failed(500, "500 internal proxy error")
-        except httptools.HttpParserUpgrade:
-            # Upgrade/CONNECT: the head was handled as a plain request (Upgrade removed); what
-            # follows is not HTTP, so stop reading and close after the response.
-            self._parser_dead = self._deaf = True
-            self._pause(_P_STOPPED)
+            log.error("embedded proxy: error handling a request", exc_info=exc.__context__ or exc)
+            self._parse_failed(500, "500 internal proxy error")
         except httptools.HttpParserError:
-            self._parse_failed(400, "400 bad request")
+            self._parse_failed(400, _BAD_REQUEST)
         finally:
             self._in_feed = False
             if self._dirty:
                 self._flush_upstreams()
+            self._fast = not (self._deaf or self.closing or self._hbuf or self._body_left or self._chunks is not None)
 
-    # -- httptools callbacks -----------------------------------------------------------------
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrade/CONNECT: the request is handled as a plain one (Upgrade removed); what
+            # follows is not HTTP: reading stops after it and the connection closes after the
+            # response (`_receive_head`, `_receive_body`).
+            self._upgraded = True
 
-    def on_url(self, url: bytes) -> None:
-        ex = self._building
-        if ex is None:
-            ex = self._building = Exchange()
-            ex.client = self
-            ex.parts = [b"", b" ", url, b" HTTP/1.1\r\n"]  # [0]: the method, when known
+    def _receive_head(self, data: bytes) -> bytes:
+        """Bytes of a head: once it is complete, start its exchange. Returns what follows it."""
+        hbuf = self._hbuf
+        seen = len(hbuf)
+        start = 0
+        buf: bytes | bytearray
+        if seen:
+            hbuf += data
+            buf = hbuf
+            end = hbuf.find(b"\r\n\r\n", seen - 3 if seen > 3 else 0)
         else:
-            ex.parts[2] += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # Called per request header: kept short. A forwarded header goes to `ex.parts` as
-        # pieces, joined once in `_start`, and its size is counted from there at the end of
-        # the head (see `on_headers_complete`).
-        ex = self._building
-        if ex is None:
-            return
-        lname = name.lower()
-        kind = REQUEST_HEADERS.get(lname)
-        if kind is None:
-            if lname[0] != 112 or lname[:6] != b"proxy-":  # (112: "p")
-                ex.parts += (name, b": ", value, b"\r\n")
-            else:
-                ex.head_size += len(name) + len(value) + 4
-        elif kind == H_HOST:
-            ex.host = value  # (inline: the one special header of nearly every request)
-            ex.parts += (name, b": ", value, b"\r\n")
-        else:
-            special_request_header(ex, kind, name, value)
-
-    def on_headers_complete(self) -> None:
-        ex = self._building
-        self._building = None
-        if ex is None or self._parser_dead:
-            return  # the connection closes after the pending responses: ignore what follows
-        self._in_head = False
-        self._head_size = 0
-        parser = self.parser
-        method = ex.parts[0] = parser.get_method()
-        proxy = self.proxy
-        # The head's size: what is forwarded (joined here, once) and what is not (counted as
-        # it came, in `ex.head_size`).
-        head = ex.head = join_request_head(ex)
-        if ex.head_size + len(head) > proxy.max_header_size:
+            if data[0] == 13 or data[0] == 10:
+                start = len(data) - len(data.lstrip(b"\r\n"))  # llhttp skips blank lines here
+            buf = data
+            end = data.find(b"\r\n\r\n", start)
+        limit = self.proxy.max_header_size
+        if end < 0:
+            self._feed(data)  # (anything that cannot begin a request is refused at once)
+            if not seen:
+                hbuf += data[start:]
+            if len(hbuf) > limit:
+                raise Reject(431, "431 request header fields too large")
+            return b""
+        cut = end + 4 - seen  # the end of the head in `data`
+        key = data if (cut == len(data) and not start and not seen) else bytes(buf[start : end + 4])
+        if seen:
+            hbuf.clear()
+        if len(key) - 2 > limit:
             raise Reject(431, "431 request header fields too large")
+        ended = self._ended
+        self._feed(data if cut == len(data) else data[:cut])
+        try:
+            info = self._memo.analyse(key)
+        except ValueError as exc:  # (llhttp accepted what the analysis cannot read)
+            raise Reject(400, _BAD_REQUEST) from exc
+        ex = Exchange()
+        ex.client = self
+        ex.info = info
         ex.t0 = now = self._time()
-        if method == b"HEAD":
-            ex.is_head = True
-        # Without a Connection header, only HTTP/1.1 is keep-alive: no need to ask the version.
-        if not parser.should_keep_alive():
+        ex.is_head = info.is_head
+        ex.http11 = info.http11
+        ex.keep_alive = info.keep_alive and not self.closing
+        cl = ex.content_length = info.content_length
+        ex.req_chunked = info.chunked
+        ex.expect_continue = info.expect_continue
+        if info.upgrade:
             ex.keep_alive = False
-            ex.http11 = parser.get_http_version() == "1.1"
-        elif ex.conn_header:
-            ex.http11 = parser.get_http_version() == "1.1"
-        if self.closing:
-            ex.keep_alive = False
-        if parser.should_upgrade():
-            ex.keep_alive = False
-            if method == b"CONNECT":
+            if info.connect:
                 ex.local = (405, "405 CONNECT is not supported by this proxy")
                 ex.discard = True
-        cl = ex.content_length
-        if cl is not None and cl > proxy.max_body_size:
-            ex.local = (413, f"413 request body too large (limit {proxy.max_body_size} bytes)")
+        max_body = self.proxy.max_body_size
+        if cl is not None and cl > max_body:
+            ex.local = (413, f"413 request body too large (limit {max_body} bytes)")
             ex.keep_alive = False
             ex.discard = True
-        self._parsing = ex
+        if self._upgraded:
+            # llhttp ends an upgrade's message with its head: what follows is the other protocol
+            ex.keep_alive = False
+        if cl and not self._upgraded:
+            self._body_left = cl
+            self._parsing = ex
+        elif info.chunked and not self._upgraded:
+            self._chunks = ChunkedEnd()
+            self._parsing = ex
+        else:
+            if self._ended == ended and not self._upgraded:
+                raise Reject(400, _BAD_REQUEST)  # llhttp did not see the message end here
+            ex.request_done = True
         if self._current is None:
             self._current = ex
             self._start(ex, now)
         else:
-            self._queue.append(ex)
+            self._enqueue(ex)
+        if self._upgraded:
+            self._stop_reading()
+            return b""
+        return data[cut:] if cut < len(data) else b""
+
+    def _receive_body(self, data: bytes) -> bytes:
+        """Bytes of a request body (fed to llhttp, which gives them to `on_body`). Returns what
+        follows the body."""
+        ended = self._ended
+        chunks = self._chunks
+        if chunks is None:
+            left = self._body_left
+            if len(data) > left:
+                piece, rest = data[:left], data[left:]
+            else:
+                piece, rest = data, b""
+            self._body_left = left - len(piece)
+            self._feed(piece)
+            done = self._body_left == 0
+        else:
+            try:
+                end = chunks.scan(data)
+            except ValueError as exc:
+                raise Reject(400, _BAD_REQUEST) from exc
+            if end < 0:
+                piece, rest = data, b""
+            else:
+                piece, rest = data[:end], data[end:]
+                self._chunks = None
+            self._feed(piece)
+            done = end >= 0
+        if self._upgraded:
+            self._body_left = 0
+            self._chunks = None
+            if self._ended != ended:
+                self._request_complete()
+            self._stop_reading()
+            return b""
+        if self._ended != ended + done:
+            raise Reject(400, _BAD_REQUEST)  # llhttp and the framing disagree on the message end
+        if done:
+            self._request_complete()
+        return rest
+
+    def _stop_reading(self) -> None:
+        self._deaf = True
+        self._fast = False
+        self._pause(_P_STOPPED)
+
+    def _enqueue(self, ex: Exchange) -> None:
+        """A request that waits for the responses of earlier ones."""
+        queue = self._queue
+        queue.append(ex)
+        if len(queue) >= _MAX_PIPELINED:
+            self._pause(_P_PIPELINE)
+
+    # -- httptools callbacks -----------------------------------------------------------------
 
     def on_body(self, body: bytes) -> None:
         ex = self._parsing
@@ -488,10 +468,12 @@ class ClientConn(asyncio.Protocol):
         self._send_body(ex, body)
 
     def on_message_complete(self) -> None:
+        self._ended += 1  # (acted upon by `_receive_head`/`_receive_body`, after the feed)
+
+    def _request_complete(self) -> None:
+        """The body of the request being read has all come."""
         ex = self._parsing
         self._parsing = None
-        self._in_head = True
-        self._head_size = 0
         if ex is None:
             return
         ex.request_done = True
@@ -553,27 +535,46 @@ class ClientConn(asyncio.Protocol):
             rstats = pool.stats = route.revision_stats(pool.label)
         ex.rstats = rstats
         rstats.in_flight += 1
-        health = self._health
         backends = pool.backends
-        if health.failed_until or not backends:
-            backend = pool.pick(health, now)
+        if self._health.failed_until or not backends:
+            backend = pool.pick(self._health, now)
             if backend is None:
                 text = f'503 no ready pod for service "{self.svc.name}" (revision {pool.label})'
                 self._local_response(ex, 503, text)
                 return
+            key = (backend.host, backend.port)
         else:
             # `pool.pick()` inline: round robin, no failed pod to skip
             turn = pool.turn
             pool.turn = turn + 1
-            backend = backends[turn % len(backends)]
+            i = turn % len(backends)
+            backend = backends[i]
+            key = pool.keys[i]
         ex.backend = backend
-        if ex.unusual or ex.host is None:
-            host_line = b"Host: %b:%d\r\n" % (backend.host.encode("idna"), backend.port)
-            ex.head = finish_request_head(ex, self.peer, host_line)
+        info = ex.info
+        if info is self._memo_info:
+            ex.head = self._memo_head
         else:
-            ex.head = b"".join((ex.head, self._forwarded, ex.host, b"\r\n\r\n"))
+            ex.head = info.forwarded(self.peer, backend)
+            if info.host is not None:  # (else the head names the backend)
+                self._memo_info = info
+                self._memo_head = ex.head
         if ex.expect_continue and not ex.request_done:
             self.out(b"HTTP/1.1 100 Continue\r\n\r\n")
+        idle = self._idle.get(key)
+        if idle and ex.request_done and ex.body_buf is None and not self.write_paused:
+            # The pool's `acquire` and `attach`, inline for the common case: a pooled connection
+            # for a request that is all here.
+            pooled = idle.pop()
+            if not pooled.dead and now - pooled.idle_since < self._pool.idle_timeout:
+                pooled.exchange = ex
+                ex.upstream = pooled
+                pooled.last_activity = now
+                pooled.stale = False
+                ex.request_sent = True
+                pooled.send(ex.head)
+                return
+            pooled.close()
         up = self._pool.acquire(ex, backend, now)
         if up is not None:
             self.attach(ex, up, now)
@@ -616,7 +617,8 @@ class ClientConn(asyncio.Protocol):
         self._local_response(ex, code, text)
 
     def _parse_failed(self, code: int, text: str) -> None:
-        self._parser_dead = self._deaf = True
+        self._deaf = True
+        self._fast = False
         ex = self._current
         if ex is None:
             rstats = self.route.revision_stats(NO_REVISION)
@@ -639,8 +641,8 @@ class ClientConn(asyncio.Protocol):
         self._stop_after_pending()
 
     def _stop_after_pending(self) -> None:
-        self._parser_dead = self._deaf = True
-        self.closing = True
+        self._deaf = self.closing = True
+        self._fast = False
         self._pause(_P_STOPPED)
         if self._parsing is not None and self._parsing is not self._current:
             with contextlib.suppress(ValueError):
@@ -699,6 +701,7 @@ class ClientConn(asyncio.Protocol):
         self._finish(ex)
         self._current = None
         self.closing = True
+        self._fast = False
         self.flush_out()
         if self.transport is not None and not self._closed:
             self.transport.close()
@@ -803,7 +806,7 @@ class ClientConn(asyncio.Protocol):
             return
         self.flush_out()
         self._lingering = self._deaf = True
-        self.writable = False
+        self._fast = self.writable = False
         self._current = None
         self._queue.clear()
         transport = self.transport
@@ -826,6 +829,7 @@ class ClientConn(asyncio.Protocol):
     def shutdown(self) -> None:
         """Stop taking requests: close now if idle, else after the pending responses."""
         self.closing = True
+        self._fast = False
         if self.transport is not None and (self._lingering or self.is_idle()):
             self.flush_out()
             self.transport.close()

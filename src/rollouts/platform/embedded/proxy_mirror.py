@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 import httptools
-
-from rollouts.platform.embedded.proxy_http import CONNECTION_OPTIONS
 
 if TYPE_CHECKING:
     from rollouts.platform.embedded.balancer import RevisionPool
@@ -67,30 +66,15 @@ def shadow_host(host: bytes) -> bytes:
     return b"-shadow:".join(parts) if len(parts) == 2 else host + b"-shadow"
 
 
+# A Host line of a forwarded head (every header line follows a CRLF): its value, to shadow.
+_HOST_LINE = re.compile(rb"(\r\nhost[ \t]*:[ \t]*)([^\r]*?)([ \t]*)(?=\r\n)", re.IGNORECASE)
+
+
 def mirror_head(ex: Exchange, peer: bytes, backend: Backend) -> bytes:
     """The head of `ex` as the proxy forwards it (hop-by-hop headers out, X-Forwarded-* added),
     with the shadow host."""
-    parts = ex.parts
-    named = ex.tokens - CONNECTION_OPTIONS if ex.tokens else None
-    out = [parts[0], b" ", parts[2], b" HTTP/1.1\r\n"]
-    for i in range(4, len(parts), 4):
-        name = parts[i]
-        if named and name.lower() in named:
-            continue
-        value = parts[i + 2]
-        if name.lower() == b"host":
-            value = shadow_host(value)
-        out += (name, b": ", value, b"\r\n")
-    xff = ex.xff
-    out += (b"X-Forwarded-For: ", xff + b", " + peer if xff else peer, b"\r\n")
-    if not ex.has_xfp:
-        out.append(b"X-Forwarded-Proto: http\r\n")
-    if ex.host is None:
-        out += (b"Host: ", shadow_host(b"%b:%d" % (backend.host.encode("idna"), backend.port)), b"\r\n")
-    elif not ex.has_xfh:
-        out += (b"X-Forwarded-Host: ", ex.host, b"\r\n")
-    out.append(b"\r\n")
-    return b"".join(out)
+    head = ex.info.forwarded(peer, backend)  # (with a Host line naming the backend if it had none)
+    return _HOST_LINE.sub(lambda m: m.group(1) + shadow_host(m.group(2)) + m.group(3), head)
 
 
 class PendingMirror:

@@ -63,15 +63,15 @@ def compile_value(match: ValueMatch, where: str) -> Predicate:
 
 
 class RequestView:
-    """What routes look at in a request, read once from the exchange's head pieces: the method,
-    the path, and the headers that some route names (`wanted`, lower case), decoded."""
+    """What routes look at in a request, read once from the exchange's head: the method, the
+    path, and the headers that some route names (`wanted`, lower case), decoded."""
 
     __slots__ = ("headers", "method", "path")
 
     def __init__(self, ex: Exchange, wanted: frozenset[bytes]) -> None:
-        parts = ex.parts
-        self.method = parts[0].decode("latin-1")
-        url = parts[2]
+        info = ex.info
+        self.method = info.method.decode("latin-1")
+        url = info.url
         if url[:1] != b"/" and b"://" in url:  # absolute form: keep the path
             rest = url.split(b"://", 1)[1]
             slash = rest.find(b"/")
@@ -79,16 +79,14 @@ class RequestView:
         self.path = url.split(b"?", 1)[0].split(b"#", 1)[0].decode("utf-8", "surrogateescape")
         headers: dict[str, str] = {}
         if wanted:
-            for i in range(4, len(parts), 4):
-                lname = parts[i].lower()
+            for raw_name, raw_value in info.header_lines():
+                lname = raw_name.lower()
                 if lname not in wanted:
                     continue
                 name = lname.decode("latin-1")
-                value = parts[i + 2].decode("utf-8", "surrogateescape")
+                value = raw_value.decode("utf-8", "surrogateescape")
                 seen = headers.get(name)
                 headers[name] = value if seen is None else seen + "," + value
-            if ex.xff and b"x-forwarded-for" in wanted:  # not among the forwarded pieces
-                headers["x-forwarded-for"] = ex.xff.decode("latin-1")
         self.headers = headers
 
 

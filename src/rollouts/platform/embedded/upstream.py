@@ -32,14 +32,8 @@ from typing import TYPE_CHECKING, NamedTuple, cast
 import httptools
 
 from rollouts.platform.embedded.balancer import BackendHealth, BackendKey
-from rollouts.platform.embedded.proxy_http import (
-    CONNECTION_OPTIONS,
-    KEEP_UNREAD_BODY,
-    STATUS_LINES,
-    BadResponse,
-    Exchange,
-    connection_tokens,
-)
+from rollouts.platform.embedded.proxy_http import KEEP_UNREAD_BODY, STATUS_LINES, BadResponse, Exchange
+from rollouts.platform.embedded.proxy_request import CONNECTION_OPTIONS, connection_tokens
 from rollouts.platform.embedded.routing import Backend
 
 if TYPE_CHECKING:
@@ -50,6 +44,12 @@ __all__ = ["Upstream", "UpstreamPool"]
 log = logging.getLogger(__name__)
 
 MAX_CONNECT_ATTEMPTS = 3
+_MAX_KNOWN = 256
+# After this many responses in a row whose head was not in the memo, a connection stops looking
+# heads up (and adding them) for `_KNOWN_PAUSE` responses: a backend whose every head differs
+# (a request id, a cookie) then costs the memo nothing.
+_KNOWN_TRIES = 64
+_KNOWN_PAUSE = 4096
 # A response head larger than this is refused (502): the head is buffered until complete.
 MAX_RESPONSE_HEAD = 1024 * 1024
 
@@ -64,11 +64,12 @@ MAX_RESPONSE_HEAD = 1024 * 1024
 # every alternative starts after the literal CRLF, which lets the regex engine jump from line
 # to line (a zero-width alternative for Content-Length, keeping it in place, made the search
 # four times slower), and the lookahead skips the lines whose first letter cannot match.
+# (The case-insensitivity is scoped to the names: with it on the whole pattern, the engine
+# cannot jump to the next CRLF and the split takes twice as long.)
 _RESPONSE_SPECIAL = re.compile(
-    rb"\r\n(?=[cCkKpPtTuU])(?:"
+    rb"\r\n(?=[cCkKpPtTuU])(?i:"
     rb"(connection[ \t]*:[^\r]*|(?:keep-alive|te|trailer|transfer-encoding|upgrade|proxy-[^:\r]*)(?=[ \t]*:))[^\r]*"
-    rb"|(content-length[ \t]*:[^\r]*))",
-    re.IGNORECASE,
+    rb"|(content-length[ \t]*:[^\r]*))"
 )
 
 # What `filter_response_headers` found (bit flags).
@@ -131,20 +132,59 @@ def filter_response_headers(block: bytes) -> tuple[bytes, int]:
     Content-Length line last). Removed: the hop-by-hop headers (Connection, Keep-Alive,
     Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade) and the headers that Connection names.
     """
+    block, flags, _ = filter_response_head(block)
+    return block, flags
+
+
+def filter_response_head(block: bytes) -> tuple[bytes, int, int]:
+    """`filter_response_headers`, and the Content-Length (-1 without one)."""
     parts = _RESPONSE_SPECIAL.split(block)
     if len(parts) == 1:
-        return block, 0
+        return block, 0, -1
     lines = tuple(parts[1::3])
     meaning = _MEANINGS.get(lines)
     if meaning is None:
         meaning = _meaning(lines)
     block = b"".join(parts[::3])
+    length = -1
     for k in meaning.lengths:
-        block += b"\r\n" + parts[k]
+        line = parts[k]
+        block += b"\r\n" + line
+        length = int(line[line.find(b":") + 1 :])  # (llhttp refuses two different lengths)
     if meaning.named:
         names = b"|".join(re.escape(t) for t in sorted(meaning.named))
         block = re.sub(rb"\r\n(?:" + names + rb")[ \t]*:[^\r]*", b"", block, flags=re.IGNORECASE)
-    return block, meaning.flags
+    return block, meaning.flags, length
+
+
+MAX_MEMO_HEAD = 4096
+
+
+class KnownResponse:
+    """A response head seen before, with a Content-Length body: what to send a keep-alive
+    HTTP/1.1 client for it, and what it says (`UpstreamPool.known`)."""
+
+    __slots__ = ("code", "keep", "length", "out")
+
+    def __init__(self, code: int, keep: bool, length: int, out: bytes) -> None:
+        self.code = code
+        self.keep = keep  # the backend keeps the connection open after it
+        self.length = length
+        self.out = out  # the head to send: status line, filtered headers, blank line
+
+
+def known_response(head: bytes, code: int, flags: int, length: int, out: bytes) -> KnownResponse | None:
+    """`head` (status line and header lines, without the blank line), forwarded as `out`, when
+    its body is framed by its length (`flags`, `length`: `filter_response_head`)."""
+    if length < 0 or flags & R_CHUNKED or code < 200 or code in (204, 304) or len(head) > MAX_MEMO_HEAD:
+        return None
+    # keep-alive as llhttp decides it: HTTP/1.1 (and any x.y with x, y > 0) unless "close", older
+    # versions only with "keep-alive"
+    if head[5:6] != b"0" and head[7:8] != b"0":
+        keep = not flags & R_CLOSE
+    else:
+        keep = bool(flags & R_KEEP_ALIVE) and not flags & R_CLOSE
+    return KnownResponse(code, keep, length, out)
 
 
 class Upstream(asyncio.Protocol):
@@ -153,12 +193,14 @@ class Upstream(asyncio.Protocol):
     def __init__(self, pool: UpstreamPool, key: BackendKey, backend: Backend) -> None:
         self.pool = pool
         self._time = pool.time
+        self._known = pool.known
         self.key = key
         self.backend = backend
         self.transport: asyncio.Transport | None = None
         self.wbuf: list[bytes] = []  # what `ClientConn` corks for one `flush` (head and body)
         self.send: Callable[[bytes], object] = self.wbuf.append  # the transport's `write`, once connected
         # No `on_header` method: httptools then makes no call per header (see module doc).
+        # `on_message_begin` is only called on the general way (see `data_received`).
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
         self.hbuf = b""  # the bytes received since the response head began (while `in_head`)
@@ -175,6 +217,8 @@ class Upstream(asyncio.Protocol):
         self.stale = False
         self.reset_parser = False
         self.interim = False
+        self.head_key: bytes | None = None  # a head found by `data_received`, for `on_headers_complete`
+        self.known_misses = 0  # (see `_KNOWN_TRIES`)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -209,7 +253,55 @@ class Upstream(asyncio.Protocol):
             return
         # One clock read per received chunk: it is also the end time of a response that
         # completes in this chunk (see `on_message_complete`).
-        self.last_activity = self._time()
+        self.last_activity = now = self._time()
+        key = None
+        if self.in_head and not self.hbuf and data[0] == 72:  # ("H": no blank line before the head)
+            misses = self.known_misses
+            if misses >= _KNOWN_TRIES:
+                # This backend's heads do not repeat: the memo is left alone for a while.
+                self.known_misses = 0 if misses > _KNOWN_TRIES + _KNOWN_PAUSE else misses + 1
+            elif (end := data.find(b"\r\n\r\n")) > 0:
+                # The shortest way: a response head seen before (`known_response`), the whole
+                # response in this read, for a keep-alive HTTP/1.1 client whose request is all
+                # sent. The head is forwarded as it was the first time; its body is opaque bytes
+                # of a known length; the parser stays at the start of a message, unused.
+                key = data[:end]
+                known = self._known.get(key)
+                if (
+                    known is not None
+                    and len(data) - end - 4 == known.length
+                    and ex.request_done
+                    and ex.keep_alive
+                    and ex.http11
+                    and not ex.is_head
+                ):
+                    client = ex.client
+                    if not client.closing:
+                        self.known_misses = 0
+                        ex.resp_started = True
+                        ex.status = known.code
+                        if client.writable:
+                            client.send(known.out + data[end + 4 :] if known.length else known.out)
+                        pool = self.pool
+                        idle = pool.idle.get(self.key) if known.keep else None
+                        if (
+                            idle is not None
+                            and len(idle) < pool.max_idle_per_backend
+                            and not (self.dead or self.write_paused or self.reading_paused or self.reset_parser)
+                        ):
+                            # `pool.done`, inline for the common case: back to the pool
+                            self.exchange = None
+                            ex.upstream = None
+                            self.idle_since = now
+                            self.stale = self.reused = True
+                            idle.append(self)
+                            client.response_complete(ex, now)
+                        else:
+                            pool.done(self, ex, known.keep)
+                        return
+                if known is None:
+                    self.known_misses = misses + 1
+        self.head_key = key  # (the head found above: `on_headers_complete` takes it)
         self.got_bytes = True
         if self.in_head:
             hbuf = self.hbuf
@@ -237,6 +329,12 @@ class Upstream(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.stale or self.exchange is None:
+            # Bytes after the end of the response, in the same read: the backend sent what was
+            # not asked for, and the parser is no longer at the start of a message.
+            self.close()
+
     def on_headers_complete(self) -> None:
         if self.stale:
             return
@@ -244,30 +342,37 @@ class Upstream(asyncio.Protocol):
         if ex is None:
             return
         buf = self.hbuf
-        if buf[0] == 13:
-            buf = buf.lstrip(b"\r\n")  # the parser skips empty lines before a status line
-        # The parser checked the head: it ends at the first blank line, lines end with CRLF.
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            raise BadResponse("response head not found in the received bytes")
+        key = self.head_key
+        if key is not None:  # found by `data_received`, at the start of `buf`
+            self.head_key = None
+            end = len(key)
+        else:
+            if buf[0] == 13:
+                buf = buf.lstrip(b"\r\n")  # the parser skips empty lines before a status line
+            # The parser checked the head: it ends at the first blank line, lines end with CRLF.
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                raise BadResponse("response head not found in the received bytes")
         parser = self.parser
         code = parser.get_status_code()
         if code < 200:
             if code == 101:
                 raise BadResponse("101 Switching Protocols was not asked for")
             self.interim = True  # 1xx: dropped (100 Continue is answered by the proxy itself)
+            self.head_key = None
             self.hbuf = buf[end + 4 :]  # what follows it begins the next head
             return
         self.in_head = False
         self.hbuf = b""
-        block, flags = filter_response_headers(buf[buf.find(b"\r\n") : end])
+        block, flags, length = filter_response_head(buf[buf.find(b"\r\n") : end])
+        head_out = (STATUS_LINES.get(code) or b"HTTP/1.1 %d " % code) + block
         # Forward the head (the client's side of the decisions is made here too, to save calls).
         ex.resp_started = True
         ex.status = code
         is_head = ex.is_head
         if not (is_head or code == 204 or code == 304 or flags & R_LENGTH):
             if ex.http11:
-                block += b"\r\nTransfer-Encoding: chunked"
+                head_out += b"\r\nTransfer-Encoding: chunked"
                 ex.resp_chunked = True
             else:
                 ex.keep_alive = False  # close-delimited body for an HTTP/1.0 client
@@ -289,7 +394,17 @@ class Upstream(asyncio.Protocol):
             end_lines = b"\r\nConnection: keep-alive\r\n\r\n"
         else:
             end_lines = b"\r\n\r\n"
-        client.obuf.append((STATUS_LINES.get(code) or b"HTTP/1.1 %d " % code) + block + end_lines)  # corked
+        out = head_out + end_lines
+        client.obuf.append(out)  # corked
+        if length >= 0 and self.known_misses < _KNOWN_TRIES:
+            if key is None:
+                key = buf[:end]
+            answer = known_response(key, code, flags, length, out if len(end_lines) == 4 else head_out + b"\r\n\r\n")
+            if answer is not None:
+                known = self._known
+                if len(known) >= _MAX_KNOWN:
+                    known.clear()
+                known[key] = answer
         if is_head:
             # The parser cannot be told that a HEAD response has no body: finish here and give
             # the connection a fresh parser.
@@ -371,6 +486,8 @@ class UpstreamPool:
         self.max_idle_per_backend = max_idle_per_backend
         self.time = time
         self.idle: dict[BackendKey, list[Upstream]] = {}
+        # Response heads seen before, by their bytes (`known_response`; at most `_MAX_KNOWN`).
+        self.known: dict[bytes, KnownResponse] = {}
         self.active_keys: set[BackendKey] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
