@@ -100,7 +100,9 @@ class Exchange:
     """One request and its response.
 
     No `__slots__` and no `__init__`: the defaults live on the class, so that a new exchange
-    (one per request) stores only what differs; the connection sets `client` and `info`.
+    (one per request) stores only what differs; the connection sets `client` and `info`. (The
+    few defaults read on the shortest way are set too: see `ClientConn.data_received`. A slotted
+    class with an `__init__` setting every field cost more per request.)
     """
 
     client: ClientConn
@@ -271,6 +273,11 @@ class ClientConn(asyncio.Protocol):
                 ex.is_head = info.is_head
                 ex.request_done = True
                 ex.t0 = now = self._time()
+                # (the defaults read on the way, set: a read that falls back to the class is
+                # not specialised by CPython 3.11 and costs more than this)
+                ex.keep_alive = ex.http11 = True
+                ex.finished = ex.expect_continue = False
+                ex.local = ex.body_buf = None
                 if self._current is None:
                     self._current = ex
                     self._start(ex, now)
@@ -304,15 +311,6 @@ class ClientConn(asyncio.Protocol):
                 self._flush_upstreams()
             self._fast = not (self._deaf or self.closing or self._hbuf or self._body_left or self._chunks is not None)
 
-    def _feed(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Upgrade/CONNECT: the request is handled as a plain one (Upgrade removed); what
-            # follows is not HTTP: reading stops after it and the connection closes after the
-            # response (`_receive_head`, `_receive_body`).
-            self._upgraded = True
-
     def _receive_head(self, data: bytes) -> bytes:
         """Bytes of a head: once it is complete, start its exchange. Returns what follows it."""
         hbuf = self._hbuf
@@ -330,7 +328,10 @@ class ClientConn(asyncio.Protocol):
             end = data.find(b"\r\n\r\n", start)
         limit = self.proxy.max_header_size
         if end < 0:
-            self._feed(data)  # (anything that cannot begin a request is refused at once)
+            try:
+                self.parser.feed_data(data)  # (anything that cannot begin a request is refused at once)
+            except httptools.HttpParserUpgrade:  # (cannot be: the head is not complete)
+                self._upgraded = True
             if not seen:
                 hbuf += data[start:]
             if len(hbuf) > limit:
@@ -343,7 +344,14 @@ class ClientConn(asyncio.Protocol):
         if len(key) - 2 > limit:
             raise Reject(431, "431 request header fields too large")
         ended = self._ended
-        self._feed(data if cut == len(data) else data[:cut])
+        upgraded = False
+        try:
+            self.parser.feed_data(data if cut == len(data) else data[:cut])
+        except httptools.HttpParserUpgrade:
+            # Upgrade/CONNECT: the request is handled as a plain one (Upgrade removed); llhttp
+            # ends its message with its head, what follows is the other protocol: reading stops
+            # after it and the connection closes after the response.
+            upgraded = self._upgraded = True
         try:
             info = self._memo.analyse(key)
         except ValueError as exc:  # (llhttp accepted what the analysis cannot read)
@@ -352,41 +360,47 @@ class ClientConn(asyncio.Protocol):
         ex.client = self
         ex.info = info
         ex.t0 = now = self._time()
-        ex.is_head = info.is_head
-        ex.http11 = info.http11
-        ex.keep_alive = info.keep_alive and not self.closing
-        cl = ex.content_length = info.content_length
-        ex.req_chunked = info.chunked
-        ex.expect_continue = info.expect_continue
+        # (the exchange's defaults are the common request's: only what differs is set)
+        if info.is_head:
+            ex.is_head = True
+        if not info.http11:
+            ex.http11 = False
+        if not info.keep_alive or self.closing or upgraded:
+            ex.keep_alive = False
+        cl = info.content_length
+        if cl is not None:
+            ex.content_length = cl
+            max_body = self.proxy.max_body_size
+            if cl > max_body:
+                ex.local = (413, f"413 request body too large (limit {max_body} bytes)")
+                ex.keep_alive = False
+                ex.discard = True
+        if info.expect_continue:
+            ex.expect_continue = True
         if info.upgrade:
             ex.keep_alive = False
             if info.connect:
                 ex.local = (405, "405 CONNECT is not supported by this proxy")
                 ex.discard = True
-        max_body = self.proxy.max_body_size
-        if cl is not None and cl > max_body:
-            ex.local = (413, f"413 request body too large (limit {max_body} bytes)")
-            ex.keep_alive = False
-            ex.discard = True
-        if self._upgraded:
-            # llhttp ends an upgrade's message with its head: what follows is the other protocol
-            ex.keep_alive = False
-        if cl and not self._upgraded:
+        if upgraded:
+            ex.request_done = True
+        elif cl:
             self._body_left = cl
             self._parsing = ex
-        elif info.chunked and not self._upgraded:
+        elif info.chunked:
+            ex.req_chunked = True
             self._chunks = ChunkedEnd()
             self._parsing = ex
+        elif self._ended == ended:
+            raise Reject(400, _BAD_REQUEST)  # llhttp did not see the message end here
         else:
-            if self._ended == ended and not self._upgraded:
-                raise Reject(400, _BAD_REQUEST)  # llhttp did not see the message end here
             ex.request_done = True
         if self._current is None:
             self._current = ex
             self._start(ex, now)
         else:
             self._enqueue(ex)
-        if self._upgraded:
+        if upgraded:
             self._stop_reading()
             return b""
         return data[cut:] if cut < len(data) else b""
@@ -403,7 +417,10 @@ class ClientConn(asyncio.Protocol):
             else:
                 piece, rest = data, b""
             self._body_left = left - len(piece)
-            self._feed(piece)
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserUpgrade:  # (cannot be: see `_receive_head`)
+                self._upgraded = True
             done = self._body_left == 0
         else:
             try:
@@ -415,7 +432,10 @@ class ClientConn(asyncio.Protocol):
             else:
                 piece, rest = data[:end], data[end:]
                 self._chunks = None
-            self._feed(piece)
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserUpgrade:  # (cannot be: see `_receive_head`)
+                self._upgraded = True
             done = end >= 0
         if self._upgraded:
             self._body_left = 0
@@ -554,11 +574,17 @@ class ClientConn(asyncio.Protocol):
         info = ex.info
         if info is self._memo_info:
             ex.head = self._memo_head
+        elif info.host is not None:
+            # `info.forwarded`, inline (the head does not depend on the backend)
+            xff = info.xff
+            peer = self.peer
+            head = b"".join(
+                (info.prefix, b"X-Forwarded-For: ", xff + b", " + peer if xff else peer, b"\r\n", info.suffix, b"\r\n")
+            )
+            ex.head = self._memo_head = head
+            self._memo_info = info
         else:
             ex.head = info.forwarded(self.peer, backend)
-            if info.host is not None:  # (else the head names the backend)
-                self._memo_info = info
-                self._memo_head = ex.head
         if ex.expect_continue and not ex.request_done:
             self.out(b"HTTP/1.1 100 Continue\r\n\r\n")
         idle = self._idle.get(key)

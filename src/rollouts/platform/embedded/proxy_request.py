@@ -231,8 +231,7 @@ def request_head(key: bytes, block: HeaderBlock | None = None) -> RequestHead:
     h.method = method
     h.url = url
     h.block = block
-    if method == b"HEAD":
-        h.is_head = True
+    h.is_head = method == b"HEAD"
     tokens = block.tokens
     if version != b"HTTP/1.1":
         h.http11 = False
@@ -286,7 +285,12 @@ class HeadMemo:
         h = self.heads.get(key)
         if h is not None:
             return h
-        end = key.find(b"\r\n")
+        line = key.split(b" ", 2)
+        if len(line) != 3:  # ("GET /": HTTP/0.9)
+            return request_head(key)
+        method, url, rest = line
+        canonical = rest[:10] == b"HTTP/1.1\r\n" and method and url  # "method target HTTP/1.1"
+        end = len(method) + len(url) + 10 if canonical else key.find(b"\r\n")
         text = key[end:]
         block = self.blocks.get(text)
         if block is None:
@@ -295,20 +299,18 @@ class HeadMemo:
                 if len(self.blocks) >= self.size:
                     self.blocks.clear()
                 self.blocks[text] = block
-        line = key[:end].split(b" ")
-        if len(line) != 3 or line[2] != b"HTTP/1.1" or not (line[0] and line[1]) or block.tokens:
+        if not canonical or block.tokens:
             h = request_head(key, block)  # (the general case)
         else:
-            # "method target HTTP/1.1" and no Connection header: the common request line
+            # the common request line, and no Connection header
             h = RequestHead()
             h.key = key
-            h.method = method = line[0]
-            h.url = line[1]
+            h.method = method
+            h.url = url
             h.block = block
             h.prefix = key[: end + 2] + block.kept
-            if method == b"HEAD":
-                h.is_head = True
-            elif method == b"CONNECT":
+            h.is_head = method == b"HEAD"  # (read on the shortest way: set, not a class default)
+            if method == b"CONNECT":
                 h.upgrade = True
             h.host = block.host
             h.content_length = block.content_length
