@@ -33,9 +33,9 @@ async def test_a_repeated_head_is_read_once_and_forwarded_the_same(
     analysed: list[bytes] = []
     original = HeadMemo.analyse
 
-    def counting(self: HeadMemo, key: bytes) -> RequestHead:
+    def counting(self: HeadMemo, key: bytes, remember: bool = True) -> RequestHead:
         analysed.append(key)
-        return original(self, key)
+        return original(self, key, remember)
 
     monkeypatch.setattr(HeadMemo, "analyse", counting)
     async with asyncio.timeout(T):

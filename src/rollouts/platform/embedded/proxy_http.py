@@ -159,6 +159,11 @@ _BUFFER_HIGH_WATER = 256 * 1024
 # Pipelined requests read ahead of the one being answered. Reading goes on while a response is
 # awaited (so that a client closing its connection is noticed at once) up to this many.
 _MAX_PIPELINED = 16
+# After this many reads in a row that were not a head of the memo, a connection stops looking
+# its heads up (and adding them) for `_MEMO_PAUSE` reads: a client whose every head differs (a
+# request id, a trace header) then costs the memo nothing.
+_MEMO_TRIES = 64
+_MEMO_PAUSE = 4096
 
 
 class ClientConn(asyncio.Protocol):
@@ -183,6 +188,7 @@ class ClientConn(asyncio.Protocol):
         self._body_left = 0
         self._chunks: ChunkedEnd | None = None
         self._ended = 0  # message ends llhttp has seen (`on_message_complete`)
+        self._misses = 0  # reads in a row that were not a known head (see `_MEMO_TRIES`)
         self._upgraded = False
         # True while reading can take the shortest way: between messages, nothing left over,
         # not closing (see the module doc).
@@ -264,8 +270,11 @@ class ClientConn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._fast:
-            info = self._known.get(data)
+            misses = self._misses
+            info = self._known.get(data) if misses < _MEMO_TRIES else None
             if info is not None:
+                if misses:
+                    self._misses = 0
                 # A known head, whole, with no body: nothing to parse (see the module doc).
                 ex = Exchange()
                 ex.client = self
@@ -284,6 +293,8 @@ class ClientConn(asyncio.Protocol):
                 else:
                     self._enqueue(ex)
                 return
+            # (a client whose heads do not repeat stops using the memo for a while)
+            self._misses = 0 if misses > _MEMO_TRIES + _MEMO_PAUSE else misses + 1
         if not self._deaf:
             self._receive(data)
 
@@ -353,7 +364,7 @@ class ClientConn(asyncio.Protocol):
             # after it and the connection closes after the response.
             upgraded = self._upgraded = True
         try:
-            info = self._memo.analyse(key)
+            info = self._memo.analyse(key, self._misses < _MEMO_TRIES)
         except ValueError as exc:  # (llhttp accepted what the analysis cannot read)
             raise Reject(400, _BAD_REQUEST) from exc
         ex = Exchange()

@@ -79,23 +79,38 @@ MAX_MEMO_HEAD = 4096
 
 
 class HeaderBlock:
-    """What the header lines of a request say (everything but the request line).
+    """What the header lines of a request say (everything but the request line)."""
 
-    No `__slots__` and no `__init__`: the defaults live on the class and the analysis sets what
-    differs (cheaper to make, on the proxy's way for a head not seen before)."""
+    # (slots, all set in `__init__`: a block is made once per distinct block, and read for every
+    # request that has it, where reads of slots are the cheapest)
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "expect_continue",
+        "has_xfh",
+        "has_xfp",
+        "host",
+        "kept",
+        "named",
+        "suffix",
+        "tokens",
+        "upgrade_header",
+        "xff",
+    )
 
-    host: bytes | None = None
-    content_length: int | None = None
-    chunked = False
-    expect_continue = False
-    upgrade_header = False
-    has_xfp = False
-    has_xfh = False
-    tokens: frozenset[bytes] = frozenset()  # of Connection, lower case
-    named = False  # Connection names headers (removed from `kept`)
-    xff = b""  # the X-Forwarded-For values the request came with, joined
-    kept = b""  # the forwarded header lines, each ending with CRLF
-    suffix = b""  # what the proxy adds after X-Forwarded-For (without a missing Host)
+    def __init__(self) -> None:
+        self.host: bytes | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect_continue = False
+        self.upgrade_header = False
+        self.has_xfp = False
+        self.has_xfh = False
+        self.tokens: frozenset[bytes] = frozenset()  # of Connection, lower case
+        self.named = False  # Connection names headers (removed from `kept`)
+        self.xff = b""  # the X-Forwarded-For values the request came with, joined
+        self.kept = b""  # the forwarded header lines, each ending with CRLF
+        self.suffix = b""  # what the proxy adds after X-Forwarded-For (without a missing Host)
 
 
 def analyse_header_block(block: bytes) -> HeaderBlock:
@@ -231,20 +246,18 @@ def request_head(key: bytes, block: HeaderBlock | None = None) -> RequestHead:
     h.method = method
     h.url = url
     h.block = block
+    # (every field read afterwards is set here, not left to the class defaults: CPython 3.11 does
+    # not specialise a read that falls back to the class)
     h.is_head = method == b"HEAD"
     tokens = block.tokens
-    if version != b"HTTP/1.1":
-        h.http11 = False
-        # keep-alive as llhttp decides it: x.y with x, y > 0 unless "close", older versions
-        # only with "keep-alive"
-        if major == b"0" or minor == b"0":
-            h.keep_alive = b"keep-alive" in tokens
-        elif b"close" in tokens:
-            h.keep_alive = False
-    elif tokens and b"close" in tokens:
-        h.keep_alive = False
-    if method == b"CONNECT" or (block.upgrade_header and b"upgrade" in tokens):
-        h.upgrade = True
+    h.http11 = version == b"HTTP/1.1"
+    # keep-alive as llhttp decides it: x.y with x, y > 0 unless "close", older versions only
+    # with "keep-alive"
+    if major == b"0" or minor == b"0":
+        h.keep_alive = b"keep-alive" in tokens
+    else:
+        h.keep_alive = b"close" not in tokens
+    h.upgrade = method == b"CONNECT" or (block.upgrade_header and b"upgrade" in tokens)
     # forwarded as "method target HTTP/1.1"
     h.prefix = b"".join((method, b" ", url, b" HTTP/1.1\r\n", block.kept))
     h.host = host = block.host
@@ -280,11 +293,13 @@ class HeadMemo:
         self.heads: dict[bytes, RequestHead] = {}
         self.blocks: dict[bytes, HeaderBlock] = {}
 
-    def analyse(self, key: bytes) -> RequestHead:
-        """`request_head(key)`, from the memos when they have it."""
-        h = self.heads.get(key)
-        if h is not None:
-            return h
+    def analyse(self, key: bytes, remember: bool = True) -> RequestHead:
+        """`request_head(key)`, from the memos when they have it. Without `remember`, the head
+        is neither looked up nor kept (its header block still is)."""
+        if remember:
+            h = self.heads.get(key)
+            if h is not None:
+                return h
         line = key.split(b" ", 2)
         if len(line) != 3:  # ("GET /": HTTP/0.9)
             return request_head(key)
@@ -309,9 +324,11 @@ class HeadMemo:
             h.url = url
             h.block = block
             h.prefix = key[: end + 2] + block.kept
-            h.is_head = method == b"HEAD"  # (read on the shortest way: set, not a class default)
-            if method == b"CONNECT":
-                h.upgrade = True
+            # (what is read afterwards is set, not left to the class defaults: CPython 3.11
+            # does not specialise a read that falls back to the class)
+            h.is_head = method == b"HEAD"
+            h.http11 = h.keep_alive = True
+            h.upgrade = method == b"CONNECT"
             h.host = block.host
             h.content_length = block.content_length
             h.chunked = block.chunked
@@ -323,7 +340,7 @@ class HeadMemo:
                 and len(key) <= MAX_MEMO_HEAD
                 and not (block.chunked or block.content_length or block.expect_continue or h.upgrade)
             )
-        if h.memo:
+        if h.memo and remember:
             if len(self.heads) >= self.size:
                 self.heads.clear()
             self.heads[key] = h
