@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from rollouts.controller.cached_metrics import CachedCounter, CachedHistogram, escape_label
 from rollouts.core.plan import UpdateOutcome
 from rollouts.store.protocol import ResourceStore
 from rollouts.store.sqlite import Change
@@ -34,13 +35,14 @@ class ControllerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         """`registry`: share one (the embedded host serves the proxy's metrics from it too)."""
         self.registry = registry if registry is not None else _Registry(self)
-        self.reconcile = Histogram(
+        # (the per-rollout families that grow with the rollouts: rendered from cached lines)
+        self.reconcile = CachedHistogram(
             "rollout_reconcile",
             "Rollout reconciliation performance.",
             ["namespace", "name"],
             buckets=(0.01, 0.15, 0.25, 0.5, 1.0),
-            registry=self.registry,
         )
+        self.registry.register(self.reconcile)
         self.reconcile_error = Counter(
             "rollout_reconcile_error",
             "Error occurring during the rollout",
@@ -48,12 +50,10 @@ class ControllerMetrics:
             registry=self.registry,
         )
         self.leader = Gauge("rollouts_controller_leader", "1 when this replica holds the lease", registry=self.registry)
-        self.events = Counter(
-            "rollout_events_total",
-            "Events recorded on rollouts.",
-            ["namespace", "name", "type", "reason"],
-            registry=self.registry,
+        self.events = CachedCounter(
+            "rollout_events_total", "Events recorded on rollouts.", ["namespace", "name", "type", "reason"]
         )
+        self.registry.register(self.events)
         self.duration = Histogram(
             "rollout_duration_seconds",
             "How long rollout updates took, by how they ended (status: the completion status).",
@@ -73,11 +73,35 @@ class ControllerMetrics:
         the per-rollout gauges from their pre-rendered lines: formatting their ~11 samples per
         rollout on each scrape took ~1.3 s at 10,000 rollouts (bench/RESULTS.md)."""
         info = self._rollout_info
-        if info is None:
-            return generate_latest(self.registry)
-        with info.silenced():
-            rest = generate_latest(self.registry)
-        return bytes(rest) + info.render().encode()
+        cached = (self.reconcile, self.events)
+        rollouts = ""
+        if info is not None:
+            rollouts = info.render()  # (first: it learns which rollouts exist)
+            self._forget_deleted(info.keys())
+        for family in cached:
+            family.set_silenced(True)
+        try:
+            if info is None:
+                rest = generate_latest(self.registry)
+            else:
+                with info.silenced():
+                    rest = generate_latest(self.registry)
+        finally:
+            for family in cached:
+                family.set_silenced(False)
+        return bytes(rest) + "".join(family.render() for family in cached).encode() + rollouts.encode()
+
+    def _forget_deleted(self, existing: set[tuple[str, str]]) -> None:
+        """Drop the per-rollout reconcile series of rollouts that no longer exist, as Argo does
+        on deletion (a reconcile of a deleted rollout, its garbage collection, observes too)."""
+        gone = (self.reconcile.rollouts() | self.events.rollouts()) - existing
+        if not gone:
+            return
+        self.reconcile.retain(existing)
+        self.events.retain(existing)
+        for namespace, name in gone:
+            with contextlib.suppress(KeyError):
+                self.reconcile_error.remove(namespace, name)
 
     def observe_outcome(self, namespace: str, outcome: UpdateOutcome) -> None:
         """Count an update that ended (a planner outcome); one whose start is unknown is skipped."""
@@ -165,13 +189,9 @@ _FAMILIES = (
 )
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
 def _line(name: str, labels: dict[str, str], value: float) -> str:
     """One sample as `generate_latest` writes it (labels sorted by name)."""
-    pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+    pairs = ",".join(f'{k}="{escape_label(v)}"' for k, v in sorted(labels.items()))
     # repr of a float is what floatToGoString writes for these counts and 0/1 (below 1e16).
     return f"{name}{{{pairs}}} {float(value)!r}\n"
 
@@ -267,9 +287,14 @@ class _RolloutInfo(Collector):
             parts.extend(lines[index] for lines in rendered)
         return "".join(parts)
 
+    def keys(self) -> set[tuple[str, str]]:
+        """(namespace, name) of the rollouts as of the last `render` or `collect`."""
+        return set(self._rows)
+
     def _refresh(self) -> list[_Row]:
         if self._feed is None:
-            return [_row(ro) for ro in self.store.list("Rollout")]
+            self._rows = {row.labels: row for row in map(_row, self.store.list("Rollout"))}
+            return list(self._rows.values())
         if self._rv is None:
             self._rv = self._feed.current_rv()  # before the list: no write falls between the two
             self._rows = {}
