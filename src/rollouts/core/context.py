@@ -30,6 +30,7 @@ from rollouts.core.plan import (
     UpdateOutcome,
 )
 from rollouts.core.timeutil import parse_rfc3339, to_rfc3339
+from rollouts.model.clone import deep_copy
 from rollouts.model.rollout import (
     CanaryStrategy,
     PauseCondition,
@@ -61,7 +62,9 @@ class Reconcile:
         self.snap = snap
         self.rollout: Rollout = snap.rollout
         self.now: datetime = snap.now
-        self.status: RolloutStatus = (snap.rollout.status or RolloutStatus()).model_copy(deep=True)
+        # This reconcile's status, planned in place; the observed one stays as read (several
+        # steps compare the two). `deep_copy` is `model_copy(deep=True)` without its cost.
+        self.status: RolloutStatus = deep_copy(snap.rollout.status or RolloutStatus())
         if self.status.promote_full and self.status.abort:
             # Argo: a full promotion removes the abort; the update goes straight to the new version.
             self.status.abort = None
@@ -75,24 +78,35 @@ class Reconcile:
         self.stable_hash = self.status.stable_rs
         self.stable_rs = snap.rs_by_hash(self.stable_hash)
         self._deadlines: dict[str, datetime | None] = {}
+        # Built once per reconcile (they were built 2-3 times each): both are shallow copies of
+        # the observed spec, which no planning step assigns to, and `planning_rollout` holds
+        # `self.status` itself (never replaced), so a later call saw the same objects anyway.
+        self._canary_strategy: CanaryStrategy | None = None
+        self._planning_rollout: Rollout | None = None
 
     # --- strategy as planned ---------------------------------------------------------------
 
     def canary_strategy(self) -> CanaryStrategy:
         """The canary strategy, with an (empty) trafficRouting when the platform routes traffic itself."""
+        if self._canary_strategy is not None:
+            return self._canary_strategy
         canary = self.rollout.spec.strategy.canary
         assert canary is not None
         if canary.traffic_routing is None and self.snap.implicit_router:
-            return canary.model_copy(update={"traffic_routing": TrafficRouting()})
+            canary = canary.model_copy(update={"traffic_routing": TrafficRouting()})
+        self._canary_strategy = canary
         return canary
 
     def planning_rollout(self) -> Rollout:
         """The rollout as the replica arithmetic must see it: this reconcile's status, the planned strategy."""
+        if self._planning_rollout is not None:
+            return self._planning_rollout
         strategy = self.rollout.spec.strategy
         if strategy.canary is not None:
             strategy = strategy.model_copy(update={"canary": self.canary_strategy()})
         spec = self.rollout.spec.model_copy(update={"strategy": strategy})
-        return self.rollout.model_copy(update={"spec": spec, "status": self.status})
+        self._planning_rollout = self.rollout.model_copy(update={"spec": spec, "status": self.status})
+        return self._planning_rollout
 
     # --- names -----------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rollouts.model.clone import deep_copy
 from rollouts.store.errors import AlreadyExistsError, ConflictError, NotFoundError, StoreError
 
 Obj = dict[str, Any]
@@ -175,8 +176,8 @@ class SqliteStore:
             self._db.execute("COMMIT")
 
     def _next_rv(self, db: sqlite3.Connection) -> int:
-        db.execute("UPDATE counters SET value = value + 1 WHERE name = 'rv'")
-        row = db.execute("SELECT value FROM counters WHERE name = 'rv'").fetchone()
+        # One statement, not an UPDATE and a SELECT: every write takes a version.
+        row = db.execute("UPDATE counters SET value = value + 1 WHERE name = 'rv' RETURNING value").fetchone()
         return int(row[0])
 
     def _notify(self, change: Change) -> None:
@@ -298,7 +299,7 @@ class SqliteStore:
     # --- writes ----------------------------------------------------------------------------
 
     def create(self, obj: Obj) -> Obj:
-        obj = copy.deepcopy(obj)
+        obj = deep_copy(obj)
         kind, namespace, name = _key(obj)
         meta = obj["metadata"]
         if kind not in CLUSTER_SCOPED:
@@ -326,7 +327,7 @@ class SqliteStore:
 
         A status write takes only the status from `obj` (copied below); the rest is the
         freshly decoded stored object, which needs no copy either."""
-        obj = obj if status_only or owned else copy.deepcopy(obj)
+        obj = obj if status_only or owned else deep_copy(obj)
         kind, namespace, name = _key(obj)
         with self._write() as db:
             current = self._read(db, kind, namespace, name)
@@ -344,7 +345,7 @@ class SqliteStore:
                     return current
                 merged = current
                 if "status" in obj:
-                    merged["status"] = obj["status"] if owned else copy.deepcopy(obj["status"])
+                    merged["status"] = obj["status"] if owned else deep_copy(obj["status"])
                 else:
                     merged.pop("status", None)
             else:
