@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from rollouts.analysis.providers.base import MetricProvider
 from rollouts.controller.admin import ControllerMetrics
@@ -20,7 +21,7 @@ from rollouts.controller.analysisruns import AnalysisRunReconciler
 from rollouts.controller.queue import WorkQueue
 from rollouts.controller.rollouts import ROLLOUT_LABEL, RolloutReconciler
 from rollouts.platform.protocols import Platform
-from rollouts.store.protocol import ResourceStore
+from rollouts.store.protocol import AsyncSqliteStore, ResourceStore
 from rollouts.store.sqlite import Change, ConflictError, SqliteStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ class Controller:
         # Versions of in-process writes already routed by `on_store_change`, until the poll
         # has read past them.
         self._routed: set[int] = set()
+        # Owner references read without decoding the object, where the store can (SQLite).
+        self._owner_refs: Callable[[str, str, str], list[object] | None] | None = (
+            store.owner_references if isinstance(store, AsyncSqliteStore) else None
+        )
 
     # --- change routing --------------------------------------------------------------------
 
@@ -89,6 +94,17 @@ class Controller:
             self.queue.add(("AnalysisRun", namespace, name))
             raw = self.store.get("AnalysisRun", name, namespace)
             owner = ((raw or {}).get("metadata", {}).get("labels") or {}).get(ROLLOUT_LABEL)
+            if owner:
+                self.queue.add(("Rollout", namespace, owner))
+        elif kind in ("ReplicaSet", "Pod") and self._owner_refs is not None:
+            refs = self._owner_refs(kind, name, namespace)
+            if refs is None:
+                return
+            owner = _owner_in(refs, "Rollout") if kind == "ReplicaSet" else None
+            if kind == "Pod":
+                rs_name = _owner_in(refs, "ReplicaSet")
+                rs_refs = self._owner_refs("ReplicaSet", rs_name, namespace) if rs_name else None
+                owner = _owner_in(rs_refs, "Rollout") if rs_refs else None
             if owner:
                 self.queue.add(("Rollout", namespace, owner))
         elif kind in ("ReplicaSet", "Pod"):
@@ -210,7 +226,11 @@ def _owner(obj: dict[str, object] | None, kind: str) -> str | None:
     if not obj:
         return None
     meta = obj.get("metadata")
-    refs = meta.get("ownerReferences") if isinstance(meta, dict) else None
+    return _owner_in(meta.get("ownerReferences") if isinstance(meta, dict) else None, kind)
+
+
+def _owner_in(refs: Any, kind: str) -> str | None:
+    """The name in the first owner reference of `kind` among `refs` (as stored)."""
     for ref in refs or []:
         if isinstance(ref, dict) and ref.get("kind") == kind:
             return str(ref.get("name"))

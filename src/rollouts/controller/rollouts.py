@@ -15,6 +15,7 @@ owned by this rollout, is taken as that run instead of starting a duplicate.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -38,7 +39,7 @@ from rollouts.model.rollout import AnalysisTemplateRef, Rollout, RolloutStatus
 from rollouts.model.scope import instance_label
 from rollouts.platform.protocols import Platform
 from rollouts.store.errors import AlreadyExistsError
-from rollouts.store.protocol import ResourceStore
+from rollouts.store.protocol import AsyncSqliteStore, ResourceStore
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,11 @@ class RolloutReconciler:
         self.platform = platform
         self.clock = clock
         self.metrics = metrics
+        # On the SQLite store a reconcile's events are written with its next write, not each
+        # in a transaction of its own (see `SqliteStore.deferring_events`).
+        self._events_deferred: Callable[[], contextlib.AbstractContextManager[None]] = (
+            store.deferring_events if isinstance(store, AsyncSqliteStore) else contextlib.nullcontext
+        )
 
     async def reconcile(self, namespace: str, name: str) -> Outcome:
         """One reconcile; with metrics, its time (rollout_reconcile) and failures are counted."""
@@ -101,9 +107,10 @@ class RolloutReconciler:
         )
         result = plan(snapshot)
         self._reclaim_runs(rollout, raw, result)
-        for action in result.actions:
-            await self._act(rollout, action)
-        wrote = await self._write_status(raw, result.status)
+        with self._events_deferred():
+            for action in result.actions:
+                await self._act(rollout, action)
+            wrote = await self._write_status(raw, result.status)
         if self.metrics is not None:
             # After the status write: a reconcile whose write conflicts is planned again.
             for ended in result.outcomes:

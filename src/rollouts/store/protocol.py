@@ -9,6 +9,7 @@ Kubernetes one.
 from __future__ import annotations
 
 import builtins
+import contextlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -105,3 +106,10 @@ class AsyncSqliteStore:
         self, kind: str, name: str, namespace: str | None, type_: str, reason: str, message: str
     ) -> None:
         self.sqlite.record_event(kind, name, namespace, type_, reason, message)
+
+    def deferring_events(self) -> contextlib.AbstractContextManager[None]:
+        """See `SqliteStore.deferring_events`: a reconcile's events ride on its next write."""
+        return self.sqlite.deferring_events()
+
+    def owner_references(self, kind: str, name: str, namespace: str | None = None) -> builtins.list[Any] | None:
+        return self.sqlite.owner_references(kind, name, namespace)

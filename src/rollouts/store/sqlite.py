@@ -126,6 +126,9 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
+        # Events recorded inside `deferring_events`, inserted by the next write's transaction.
+        self._deferring = 0
+        self._pending_events: builtins.list[tuple[str, str, str, str, str, str, str]] = []
         self._db.executescript(_SCHEMA)
         self._add_owner_column()
         self._listeners: list[Callable[[Change], None]] = []
@@ -166,12 +169,19 @@ class SqliteStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; events deferred so far are inserted first, in it (and in
+        one of their own if it rolls back, so an event never depends on the write after it)."""
         with self._lock:
+            events, self._pending_events = self._pending_events, []
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._insert_events(self._db, events)
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
+                if events:
+                    self._pending_events[:0] = events
+                    self.flush_events()
                 raise
             self._db.execute("COMMIT")
 
@@ -225,6 +235,29 @@ class SqliteStore:
     def get(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
         with self._lock:
             return self._read(self._db, kind, _ns(kind, namespace), name)
+
+    def exists(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Whether the object is stored, without reading its body."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
+                (kind, _ns(kind, namespace), name),
+            ).fetchone()
+        return row is not None
+
+    def owner_references(self, kind: str, name: str, namespace: str | None = None) -> builtins.list[Any] | None:
+        """The object's `metadata.ownerReferences` ([] when that is not a list), None when the
+        object is not stored. SQLite extracts them from the body, so routing a ReplicaSet or Pod
+        write to its rollout does not decode the whole object in Python."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT json_type(body, '$.metadata.ownerReferences'), json_extract(body, '$.metadata.ownerReferences') "
+                "FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
+                (kind, _ns(kind, namespace), name),
+            ).fetchone()
+        if row is None:
+            return None
+        return list(json.loads(row[1])) if row[0] == "array" else []
 
     def must_get(self, kind: str, name: str, namespace: str | None = None) -> Obj:
         obj = self.get(kind, name, namespace)
@@ -390,14 +423,27 @@ class SqliteStore:
         raise ConflictError(f'{kind} "{name}" kept changing while applying: try again')
 
     def mutate(
-        self, kind: str, name: str, namespace: str | None, change: Callable[[Obj], None], *, status: bool = False
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        change: Callable[[Obj], None],
+        *,
+        status: bool = False,
+        current: Obj | None = None,
     ) -> Obj:
-        """Read-modify-write with retries on conflict: `change` edits the object in place."""
+        """Read-modify-write with retries on conflict: `change` edits the object in place.
+
+        `current`: the object as the caller has just read it (`get`) and not changed, given
+        away. It is edited instead of a read of its own (a SELECT and a decode saved, for the
+        callers that read first to skip writes that would change nothing); if it is stale by
+        then, the write meets a conflict and the retry reads afresh, as any retry does."""
         for _ in range(10):
-            current = self.must_get(kind, name, namespace)
-            change(current)
+            obj = current if current is not None else self.must_get(kind, name, namespace)
+            current = None
+            change(obj)
             try:
-                return self._update(current, status_only=status, owned=True)
+                return self._update(obj, status_only=status, owned=True)
             except ConflictError:
                 continue
         raise ConflictError(f'{kind} "{name}" kept changing: try again')
@@ -416,10 +462,46 @@ class SqliteStore:
     # --- events ----------------------------------------------------------------------------
 
     def record_event(self, kind: str, name: str, namespace: str | None, type_: str, reason: str, message: str) -> None:
-        with self._write() as db:
-            db.execute(
+        event = (kind, _ns(kind, namespace), name, type_, reason, message, now_rfc3339())
+        with self._lock:
+            if self._deferring:
+                self._pending_events.append(event)
+                return
+            with self._write() as db:
+                self._insert_events(db, [event])
+
+    @contextlib.contextmanager
+    def deferring_events(self) -> Iterator[None]:
+        """Events recorded in this block go into the transaction of the next write (a reconcile
+        records an event and then writes what it announces); the rest are written on leaving.
+
+        An event used to be a transaction of its own: a COMMIT (~0.1 ms, the costliest
+        statement of a reconcile) for ~0.9 of the ~2.6 per progressing reconcile. Each event
+        keeps its time and its place among the events; other processes see it at the next
+        write, within the same reconcile."""
+        with self._lock:
+            self._deferring += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._deferring -= 1
+                if not self._deferring:
+                    self.flush_events()
+
+    def flush_events(self) -> None:
+        """Write the deferred events now, in one transaction."""
+        with self._lock:
+            if self._pending_events:
+                with self._write():
+                    pass
+
+    @staticmethod
+    def _insert_events(db: sqlite3.Connection, events: builtins.list[tuple[str, str, str, str, str, str, str]]) -> None:
+        if events:
+            db.executemany(
                 "INSERT INTO events (kind, namespace, name, type, reason, message, time) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (kind, _ns(kind, namespace), name, type_, reason, message, now_rfc3339()),
+                events,
             )
 
     def events(self, kind: str, name: str, namespace: str | None = None, limit: int = 20) -> builtins.list[Event]:

@@ -182,7 +182,7 @@ class EmbeddedServices:
         self.store = store
 
     def exists(self, namespace: str, name: str) -> bool:
-        return self.store.get("Service", name, namespace) is not None
+        return self.store.exists("Service", name, namespace)
 
     async def point(self, namespace: str, name: str, pod_hash: str) -> None:
         current = self.store.get("Service", name, namespace)
@@ -192,7 +192,8 @@ class EmbeddedServices:
         def change(svc: dict[str, Any]) -> None:
             svc.setdefault("spec", {}).setdefault("selector", {})[HASH_LABEL] = pod_hash
 
-        self.store.mutate("Service", name, namespace, change)
+        # `current` is edited when it is still the stored version: not decoded a second time.
+        self.store.mutate("Service", name, namespace, change, current=current)
 
 
 class EmbeddedTraffic:
@@ -236,7 +237,7 @@ class EmbeddedTraffic:
             else:
                 annotations[objects.MANAGED_ROUTES_ANNOTATION] = routes_value
 
-        self.store.mutate("Service", stable_service, namespace, change)
+        self.store.mutate("Service", stable_service, namespace, change, current=current)
 
 
 class EmbeddedPlatform:
