@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
+import io
 import os
 import platform
+import pstats
 import resource
 import statistics
 import sys
@@ -72,6 +75,15 @@ def rss_kib() -> int:
 
 
 # --- statistics ---------------------------------------------------------------------------
+
+
+def profile_text(profiler: cProfile.Profile, lines: int) -> str:
+    """The `lines` top functions of a profile, by own time and by cumulative time."""
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(lines)
+    stats.sort_stats("cumulative").print_stats(lines)
+    return out.getvalue()
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -54,10 +54,8 @@ import contextlib
 import copy
 import cProfile
 import gc
-import io
 import json
 import os
-import pstats
 import resource
 import shutil
 import subprocess
@@ -74,7 +72,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import demo_container, healthy, machine, percentile, rss_kib
+from bench.common import demo_container, healthy, machine, percentile, profile_text, rss_kib
 from rollouts.controller.manager import Controller, utc_now
 from rollouts.controller.rollouts import Outcome, RolloutReconciler
 from rollouts.core.hashing import HASH_LABEL, pod_template_hash
@@ -465,11 +463,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         store.close()
         result["load"] = list(os.getloadavg())
         if profiler is not None:
-            out = io.StringIO()
-            stats = pstats.Stats(profiler, stream=out)
-            stats.sort_stats("tottime").print_stats(args.profile)
-            stats.sort_stats("cumulative").print_stats(args.profile)
-            result["profile"] = out.getvalue()
+            result["profile"] = profile_text(profiler, args.profile)
 
 
 def _memory(result: dict[str, Any], args: argparse.Namespace, count: int, rss_before: int, heap_before: int) -> None:

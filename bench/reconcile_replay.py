@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import io
 import json
-import pstats
 import re
 import shutil
 import sqlite3
@@ -50,6 +48,7 @@ if __package__ in (None, ""):
 import rollouts
 from bench import controller_scale
 from bench.common import healthy as is_healthy
+from bench.common import profile_text
 from bench.controller_scale import NAMESPACE, InstantPlatform, populate, rollout_name
 from rollouts.controller.manager import Controller, Key
 from rollouts.ops import patches
@@ -298,11 +297,7 @@ async def replay(args: argparse.Namespace) -> dict[str, Any]:
     result["sequence"] = sequence
     result["events_table"] = events
     if profiler is not None:
-        out = io.StringIO()
-        stats = pstats.Stats(profiler, stream=out)
-        stats.sort_stats("tottime").print_stats(args.profile)
-        stats.sort_stats("cumulative").print_stats(args.profile)
-        result["profile"] = out.getvalue()
+        result["profile"] = profile_text(profiler, args.profile)
     return result
 
 
