@@ -27,9 +27,11 @@ from rollouts.analysis.providers import default_providers
 from rollouts.config import state_dir_for
 from rollouts.controller.admin import ControllerMetrics
 from rollouts.controller.manager import Controller, utc_now
+from rollouts.platform.embedded.dataplane import DataPlane
 from rollouts.platform.embedded.platform import EmbeddedPlatform
 from rollouts.platform.embedded.proxy import ProxyServer
 from rollouts.platform.embedded.proxy_metrics import ProxyMetrics
+from rollouts.platform.embedded.proxy_process import ProxyProcess
 from rollouts.platform.embedded.runtime import EmbeddedRuntime
 from rollouts.store.lease import DEFAULT_LEASE_DURATION, DEFAULT_RENEW_INTERVAL, LeaderElector
 from rollouts.store.protocol import AsyncSqliteStore
@@ -49,7 +51,11 @@ class EmbeddedHost:
         identity: str | None = None,
         lease_duration: float = DEFAULT_LEASE_DURATION,
         lease_renew_interval: float = DEFAULT_RENEW_INTERVAL,
+        proxy_process: bool = False,
     ) -> None:
+        """`proxy_process`: run the data plane (the proxy) in a child process of its own, so
+        that a busy controller does not stall proxied requests (`proxy_process`); the admin
+        listener stays in this process and shows both processes' metrics."""
         self.state_path = state_path
         self.admin_port_wanted = admin_port
         self.admin_port = 0
@@ -59,7 +65,11 @@ class EmbeddedHost:
         )
         # One registry: the admin listener's /metrics shows the controller's metrics and the proxy's.
         self.metrics = ControllerMetrics()
-        self.proxy = ProxyServer(ProxyMetrics(self.metrics.registry))
+        self.proxy: DataPlane
+        if proxy_process:
+            self.proxy = ProxyProcess(self.metrics.registry)
+        else:
+            self.proxy = ProxyServer(ProxyMetrics(self.metrics.registry))
         self.runtime = EmbeddedRuntime(
             self.store, state_dir_for(state_path), self.proxy, leading=self.elector.is_leader
         )
@@ -145,6 +155,8 @@ class EmbeddedHost:
             if close is not None:
                 with contextlib.suppress(Exception):
                     await close()
+        if isinstance(self.proxy, ProxyProcess):
+            await self.proxy.close()  # (closed already unless start failed early: no orphan child)
         # Pods are stopped: a follower may take over at once instead of waiting for expiry.
         self.elector.release()
         self.store.close()

@@ -559,6 +559,13 @@ def _kube_logs(
 @click.option("--metrics-port", default=8090, show_default=True, help="[kubernetes] /metrics port.")
 @click.option("--healthz-port", default=8080, show_default=True, help="[kubernetes] /healthz port.")
 @click.option("--bind", default="0.0.0.0", show_default=True, help="[kubernetes] address of /metrics and /healthz.")
+@click.option(
+    "--proxy-process",
+    is_flag=True,
+    envvar="ROLLOUTS_PROXY_PROCESS",
+    help="[embedded] run the proxy in a process of its own, so a busy controller does not delay "
+    "proxied requests (also: ROLLOUTS_PROXY_PROCESS=1).",
+)
 @click.pass_context
 def controller(
     ctx: click.Context,
@@ -578,6 +585,7 @@ def controller(
     metrics_port: int,
     healthz_port: int,
     bind: str,
+    proxy_process: bool,
 ) -> None:
     """Run the controller: on this machine (embedded, the default) or as a Kubernetes operator.
 
@@ -621,6 +629,7 @@ def controller(
                 identity=identity,
                 lease_duration=lease_duration,
                 lease_renew_interval=lease_renew_interval,
+                proxy_process=proxy_process,
             )
         except ValueError as exc:
             fail(f"{exc} (see --lease-duration and --lease-renew-interval)")

@@ -466,9 +466,15 @@ class AdminEndpoint:
                 else:
                     method = request_line[0]
                     path = request_line[1].split(b"?", 1)[0].decode("latin-1")
-                    code, ctype, body = self._response(method, path)
+                    code, ctype, body = await self._answer(method, path)
                     body_out = b"" if method == b"HEAD" else body
-                reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}[code]
+                reason = {
+                    200: "OK",
+                    400: "Bad Request",
+                    404: "Not Found",
+                    405: "Method Not Allowed",
+                    503: "Service Unavailable",
+                }[code]
                 head_out = (
                     f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"
                     f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
@@ -484,6 +490,11 @@ class AdminEndpoint:
         finally:
             self._writers.discard(writer)
             writer.close()
+
+    async def _answer(self, method: bytes, path: str) -> tuple[int, str, bytes]:
+        """(code, content type, body) for a request: a coroutine, so that a subclass can fetch
+        its answers (`proxy_process`: from the proxy's own process)."""
+        return self._response(method, path)
 
     def _response(self, method: bytes, path: str) -> tuple[int, str, bytes]:
         text = "text/plain; charset=utf-8"

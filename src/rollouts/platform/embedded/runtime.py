@@ -46,6 +46,7 @@ from rollouts.core.routes import ActiveRoute, RouteFormatError, routes_from_json
 from rollouts.core.timeutil import parse_rfc3339, to_rfc3339
 from rollouts.model.pod import PodTemplateSpec
 from rollouts.platform.embedded import objects, probespec
+from rollouts.platform.embedded.dataplane import DataPlane
 from rollouts.platform.embedded.platform import RESTART_REQUESTED_ANNOTATION
 from rollouts.platform.embedded.pods import (
     ContainerProcess,
@@ -56,7 +57,6 @@ from rollouts.platform.embedded.pods import (
     process_is,
 )
 from rollouts.platform.embedded.podspec import ContainerSpec, PodSpec
-from rollouts.platform.embedded.proxy import ProxyServer
 from rollouts.platform.embedded.routing import Backend, RevisionBackends, RoutingTable
 from rollouts.store.sqlite import Change, SqliteStore
 
@@ -102,7 +102,7 @@ class EmbeddedRuntime:
         self,
         store: SqliteStore,
         state_dir: Path,
-        proxy: ProxyServer,
+        proxy: DataPlane,
         supervisor: PodSupervisor | None = None,
         *,
         leading: Callable[[], bool] | None = None,

@@ -1,0 +1,64 @@
+"""A canary through `EmbeddedHost(proxy_process=True)`: the proxy in its own process, no request lost.
+
+The `canary` scenario of `bench/zero_downtime.py` (setWeight 20/40/60/80 with pauses, then
+promotion, under 50 requests/s through the stable Service), with the data plane in a child
+process: every routing swap crosses the control channel. Then the admin listener's `/metrics`
+shows the controller's series and the proxy's, and closing the host leaves no proxy process and
+no listener behind.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+from bench.common import embedded_host
+from bench.zero_downtime import HttpxLoad, Load, run_scenarios
+from prometheus_client.parser import text_string_to_metric_families
+
+from rollouts.platform.embedded.proxy_process import ProxyProcess
+from tests.embedded.test_proxy_process import alive
+
+pytestmark = pytest.mark.integration
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+async def test_canary_with_the_proxy_in_its_own_process(tmp_path: Path) -> None:
+    def load_for(url: str) -> Load:
+        return HttpxLoad(url, rate=50.0, concurrency=8)
+
+    async with embedded_host(tmp_path / "state.db", admin_port=0, proxy_process=True) as host:
+        proxy = host.proxy
+        assert isinstance(proxy, ProxyProcess)
+        [result] = await run_scenarios(host, load_for, ("canary",))
+        pid = proxy.pid
+        assert pid is not None and alive(pid)
+        ports = set(proxy.services().values())
+        assert ports and all(_listening(p) for p in ports)
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            text = (await client.get(f"http://127.0.0.1:{host.admin_port}/metrics")).text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        assert any(s.labels.get("name") == "zd-canary" for s in families["rollout_info"].samples)
+        proxied = sum(
+            s.value
+            for s in families["rollouts_proxy_requests"].samples
+            if s.name.endswith("_total") and s.labels["service"] == "zd-canary"
+        )
+        assert proxied >= result.load.sent  # (the readiness checks of the load count too)
+
+    load = result.load
+    assert load.sent > 0 and load.failed == 0 and load.sent == load.ok, (load, result.timeline)
+    assert set(load.versions) == {"v1", "v2"}, load.versions
+    assert not alive(pid), "closing the host reaps the proxy process"
+    assert not any(_listening(p) for p in ports)
