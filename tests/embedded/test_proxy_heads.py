@@ -56,25 +56,30 @@ def test_filter_removes_hop_by_hop_headers_in_any_case(case: object) -> None:
     assert flags == R_CHUNKED | R_KEEP_ALIVE
 
 
-def test_filter_flags_and_moves_content_length_last() -> None:
+def test_filter_flags_and_keeps_the_order_of_the_lines_kept() -> None:
     out, flags = filter_response_headers(b"\r\nContent-Length: 5\r\nConnection: close\r\nX-A: 1")
-    assert out == b"\r\nX-A: 1\r\nContent-Length: 5"  # the order of different names does not matter
+    assert out == b"\r\nContent-Length: 5\r\nX-A: 1"
     assert flags == R_LENGTH | R_CLOSE
     out, flags = filter_response_headers(b"\r\nconnection:Close, Keep-Alive\r\nx-a: 1")
     assert (out, flags) == (b"\r\nx-a: 1", R_CLOSE | R_KEEP_ALIVE)
 
 
 def test_filter_memo_gives_the_same_answers_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(upstream, "_MEANINGS", {})
+    monkeypatch.setattr(upstream, "_LINE_KINDS", {})
     block = b"\r\nDate: a\r\nContent-Length: 13\r\nConnection: keep-alive"
     first = filter_response_headers(block)
     again = filter_response_headers(block.replace(b"13", b"7").replace(b": a", b": b"))
     assert first == (b"\r\nDate: a\r\nContent-Length: 13", R_LENGTH | R_KEEP_ALIVE)
     assert again == (b"\r\nDate: b\r\nContent-Length: 7", R_LENGTH | R_KEEP_ALIVE)
-    assert len(upstream._MEANINGS) == 1  # one shape of special lines, whatever the values
-    for i in range(upstream._MEANINGS_MAX + 10):
-        filter_response_headers(b"\r\nKeep-Alive: timeout=%d" % i)
-    assert len(upstream._MEANINGS) <= upstream._MEANINGS_MAX
+    assert filter_response_headers(block) == first  # (from the memo this time)
+    assert upstream._LINE_KINDS[b"Connection: keep-alive"] == upstream._DROP | R_KEEP_ALIVE
+    assert upstream._LINE_KINDS[b"Content-Length: 7"] == -8
+    for i in range(upstream._LINE_KINDS_MAX + 10):
+        assert filter_response_headers(b"\r\nKeep-Alive: timeout=%d" % i) == (b"", 0)
+    assert len(upstream._LINE_KINDS) <= upstream._LINE_KINDS_MAX
+    long_line = b"X-Long: " + b"a" * upstream._MAX_KNOWN_LINE
+    assert filter_response_headers(b"\r\n" + long_line) == (b"\r\n" + long_line, 0)
+    assert long_line not in upstream._LINE_KINDS
 
 
 # -- end to end, against a scripted backend ----------------------------------------------------

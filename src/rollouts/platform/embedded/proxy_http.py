@@ -7,8 +7,9 @@ call per header or for the URL. The connection cuts each message out of the rece
 itself (a head ends at the first blank line; a body is framed by its Content-Length or, chunked,
 followed by `proxy_request.ChunkedEnd`) and feeds llhttp one message at a time, so it always
 knows where a head is. llhttp raises on anything that is not HTTP, hands over the body
-(de-chunked) through `on_body`, and counts each message end (`on_message_complete`), which the
-connection checks against its own framing: where they disagree the request is refused (400).
+(de-chunked) through `on_body`, and counts each message end (`on_message_complete`, a C callable:
+no Python frame per request), which the connection checks against its own framing: where they
+disagree the request is refused (400).
 
 The common case takes a shorter way: a head already seen (`proxy_request.HeadMemo`: only heads
 without a body, keep-alive, with a Host) that arrives whole in one read is used as it is, with
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -179,6 +181,10 @@ class ClientConn(asyncio.Protocol):
         self._memo = proxy.heads
         self._known = proxy.heads.heads  # read directly on the shortest way (`data_received`)
         self.transport: asyncio.Transport | None = None
+        # Message ends llhttp has seen since the last feed began: `on_message_complete` is a C
+        # callable (no Python frame per request), acted upon by `_receive_head`/`_receive_body`.
+        self._ends: list[None] = []
+        self.on_message_complete = functools.partial(list.append, self._ends, None)
         # No `on_url`/`on_header`/`on_headers_complete`: see the module doc.
         self.parser = httptools.HttpRequestParser(self)
         self.peer = b""
@@ -187,7 +193,6 @@ class ClientConn(asyncio.Protocol):
         self._hbuf = bytearray()
         self._body_left = 0
         self._chunks: ChunkedEnd | None = None
-        self._ended = 0  # message ends llhttp has seen (`on_message_complete`)
         self._misses = 0  # reads in a row that were not a known head (see `_MEMO_TRIES`)
         self._upgraded = False
         # True while reading can take the shortest way: between messages, nothing left over,
@@ -268,6 +273,23 @@ class ClientConn(asyncio.Protocol):
         if ex is not None and ex.upstream is not None:
             ex.upstream.resume_reading()
 
+    def _begin_plain(self, ex: Exchange, now: float) -> None:
+        """Start (or queue) a plain request's exchange: no body, keep-alive HTTP/1.1, a Host
+        (what the memo keeps), whole in hand."""
+        ex.is_head = ex.info.is_head
+        ex.request_done = True
+        ex.t0 = now
+        # (the defaults read on the way, set: a read that falls back to the class is not
+        # specialised by CPython 3.11 and costs more than this)
+        ex.keep_alive = ex.http11 = True
+        ex.finished = ex.expect_continue = False
+        ex.local = ex.body_buf = None
+        if self._current is None:
+            self._current = ex
+            self._start(ex, now)
+        else:
+            self._enqueue(ex)
+
     def data_received(self, data: bytes) -> None:
         if self._fast:
             misses = self._misses
@@ -279,19 +301,7 @@ class ClientConn(asyncio.Protocol):
                 ex = Exchange()
                 ex.client = self
                 ex.info = info
-                ex.is_head = info.is_head
-                ex.request_done = True
-                ex.t0 = now = self._time()
-                # (the defaults read on the way, set: a read that falls back to the class is
-                # not specialised by CPython 3.11 and costs more than this)
-                ex.keep_alive = ex.http11 = True
-                ex.finished = ex.expect_continue = False
-                ex.local = ex.body_buf = None
-                if self._current is None:
-                    self._current = ex
-                    self._start(ex, now)
-                else:
-                    self._enqueue(ex)
+                self._begin_plain(ex, self._time())
                 return
             # (a client whose heads do not repeat stops using the memo for a while)
             self._misses = 0 if misses > _MEMO_TRIES + _MEMO_PAUSE else misses + 1
@@ -354,7 +364,8 @@ class ClientConn(asyncio.Protocol):
             hbuf.clear()
         if len(key) - 2 > limit:
             raise Reject(431, "431 request header fields too large")
-        ended = self._ended
+        ends = self._ends
+        ends.clear()
         upgraded = False
         try:
             self.parser.feed_data(data if cut == len(data) else data[:cut])
@@ -370,6 +381,11 @@ class ClientConn(asyncio.Protocol):
         ex = Exchange()
         ex.client = self
         ex.info = info
+        if info.memo and ends and not (upgraded or self.closing):
+            # The common request (what the memo keeps: no body, keep-alive HTTP/1.1, a Host):
+            # the exchange as the memo's way makes it (see `data_received`).
+            self._begin_plain(ex, self._time())
+            return data[cut:] if cut < len(data) else b""
         ex.t0 = now = self._time()
         # (the exchange's defaults are the common request's: only what differs is set)
         if info.is_head:
@@ -402,7 +418,7 @@ class ClientConn(asyncio.Protocol):
             ex.req_chunked = True
             self._chunks = ChunkedEnd()
             self._parsing = ex
-        elif self._ended == ended:
+        elif not ends:
             raise Reject(400, _BAD_REQUEST)  # llhttp did not see the message end here
         else:
             ex.request_done = True
@@ -419,7 +435,8 @@ class ClientConn(asyncio.Protocol):
     def _receive_body(self, data: bytes) -> bytes:
         """Bytes of a request body (fed to llhttp, which gives them to `on_body`). Returns what
         follows the body."""
-        ended = self._ended
+        ends = self._ends
+        ends.clear()
         chunks = self._chunks
         if chunks is None:
             left = self._body_left
@@ -451,11 +468,11 @@ class ClientConn(asyncio.Protocol):
         if self._upgraded:
             self._body_left = 0
             self._chunks = None
-            if self._ended != ended:
+            if ends:
                 self._request_complete()
             self._stop_reading()
             return b""
-        if self._ended != ended + done:
+        if len(ends) != done:
             raise Reject(400, _BAD_REQUEST)  # llhttp and the framing disagree on the message end
         if done:
             self._request_complete()
@@ -497,9 +514,6 @@ class ClientConn(asyncio.Protocol):
         if ex.req_chunked:
             body = b"%x\r\n%b\r\n" % (len(body), body)
         self._send_body(ex, body)
-
-    def on_message_complete(self) -> None:
-        self._ended += 1  # (acted upon by `_receive_head`/`_receive_body`, after the feed)
 
     def _request_complete(self) -> None:
         """The body of the request being read has all come."""

@@ -6,28 +6,38 @@ forwarded (`filter_response_headers`).
   (LIFO; idle ones are closed after `idle_timeout`, and at once when the backend leaves every
   routing table). A request that finds its reused connection closed before any response byte,
   with no request body, is retried once on a new connection.
-* A response head is forwarded as the raw bytes it arrived in, with the hop-by-hop lines cut
-  out by one regular expression (C code), instead of being parsed into names and values by
-  httptools' `on_header` callback and serialised again: a Python call per header was the
-  largest single cost of a proxied request (about 20k of its 105k instructions for a 6-header
-  nginx response, against 9k now). httptools still parses every byte (framing, validation,
-  keep-alive); the `Upstream` just has no `on_header` method, so the parser makes no call per
-  header. llhttp is strict (CRLF line ends, no obs-fold, no space before the colon), so a
-  header line always starts right after a CRLF and the first blank line ends the head, which
-  is what the expression relies on. A connection serves one exchange at a time (no pipelining
-  towards backends), so the head starts at the first byte received after the request was sent;
-  it is sliced out of those bytes when the parser says it is complete. (Trailers of a chunked
-  response are dropped, as before; they no longer leak into the next response's head.)
+* A response head is forwarded as the raw bytes it arrived in, without its hop-by-hop lines,
+  instead of being parsed into names and values by httptools' `on_header` callback and
+  serialised again: a Python call per header was the largest single cost of a proxied request.
+  The lines are told apart by their bytes (`filter_response_head`: a split into lines, each
+  looked up in a memo of the lines seen before). httptools still parses every byte (framing,
+  validation, keep-alive); the `Upstream` just has no `on_header` method, so the parser makes no
+  call per header. llhttp is strict (CRLF line ends, no obs-fold, no space before the colon),
+  so a header line always starts right after a CRLF and the first blank line ends the head,
+  which is what the filter relies on. A connection serves one exchange at a time (no
+  pipelining towards backends), so the head starts at the first byte received after the
+  request was sent; it is sliced out of those bytes when the parser says it is complete.
+  (Trailers of a chunked response are dropped, as before; they no longer leak into the next
+  response's head.)
+* The common response, whole in one read and framed by its Content-Length, for a request all
+  sent (`Upstream._whole`), is framed by the proxy from its head and forwarded in one write; a
+  second parser (`whole_parser`) checks every byte of it without any Python call: its only
+  callback counts message ends in C, and the proxy checks that llhttp saw exactly one, at the
+  end of those bytes (its framing and the proxy's cannot differ: same Content-Length line,
+  llhttp refuses two; the status is read as llhttp reads it, 1xx/204/304 excluded). The two
+  parsers are each at the start of a message whenever a response begins, so either can take
+  it. Anything else (a head or body in pieces, chunked, close-delimited, HEAD, 1xx, extra
+  bytes) takes the general way through the `Upstream`'s own parser and its callbacks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
-import re
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
@@ -56,22 +66,6 @@ MAX_RESPONSE_HEAD = 1024 * 1024
 
 # -- response heads ---------------------------------------------------------------------------
 
-# In a response's header block (each line preceded by CRLF), the lines the proxy must look at.
-# `split` (one pass in C) cuts them out and returns the rest of the block in pieces with, after
-# each piece, two groups: group 1 is a hop-by-hop line (the whole line for Connection, whose
-# value matters; the name for the others), group 2 a Content-Length line, to put back. So
-# [rest, None, "Content-Length: 2", rest, "Connection: keep-alive", None, rest]. Why this shape:
-# every alternative starts after the literal CRLF, which lets the regex engine jump from line
-# to line (a zero-width alternative for Content-Length, keeping it in place, made the search
-# four times slower), and the lookahead skips the lines whose first letter cannot match.
-# (The case-insensitivity is scoped to the names: with it on the whole pattern, the engine
-# cannot jump to the next CRLF and the split takes twice as long.)
-_RESPONSE_SPECIAL = re.compile(
-    rb"\r\n(?=[cCkKpPtTuU])(?i:"
-    rb"(connection[ \t]*:[^\r]*|(?:keep-alive|te|trailer|transfer-encoding|upgrade|proxy-[^:\r]*)(?=[ \t]*:))[^\r]*"
-    rb"|(content-length[ \t]*:[^\r]*))"
-)
-
 # What `filter_response_headers` found (bit flags).
 R_LENGTH = 1  # Content-Length: the body is framed by it, forwarded as is
 R_CHUNKED = 2  # Transfer-Encoding (the parser de-chunks; the proxy re-frames)
@@ -79,85 +73,153 @@ R_CLOSE = 4  # Connection: close
 R_KEEP_ALIVE = 8  # Connection: keep-alive
 
 
-class _Meaning(NamedTuple):
-    flags: int  # R_* flags
-    named: frozenset[bytes]  # the headers that Connection names (lower case), to drop too
-    lengths: tuple[int, ...]  # where `split` put the Content-Length lines, to put back
-
-
-# Group 1 of each special line of a head (None for Content-Length) -> what they mean. A backend
-# sends the same few such lines with every response, so this is nearly always a hit, and the
-# lines are not looked at in Python. Bounded: cleared when full.
-_MEANINGS: dict[tuple[bytes | None, ...], _Meaning] = {}
-_MEANINGS_MAX = 256
-
-
-def _meaning(lines: tuple[bytes | None, ...]) -> _Meaning:
-    flags = 0
-    tokens: set[bytes] | None = None
-    lengths = []
-    for k, line in enumerate(lines):
-        if line is None:
-            flags |= R_LENGTH
-            lengths.append(3 * k + 2)
-            continue
-        name, _, value = line.partition(b":")
-        lname = name.strip().lower()
-        if lname == b"connection":
-            lowered = value.strip().lower()
-            if lowered == b"keep-alive":
-                flags |= R_KEEP_ALIVE
-            elif lowered == b"close":
-                flags |= R_CLOSE
-            else:
-                tokens = connection_tokens(lowered, tokens)
-                if b"close" in tokens:
-                    flags |= R_CLOSE
-                if b"keep-alive" in tokens:
-                    flags |= R_KEEP_ALIVE
-        elif lname == b"transfer-encoding":
-            flags |= R_CHUNKED
-    named = frozenset(tokens - CONNECTION_OPTIONS) if tokens else frozenset()
-    if len(_MEANINGS) >= _MEANINGS_MAX:
-        _MEANINGS.clear()
-    meaning = _MEANINGS[lines] = _Meaning(flags, named, tuple(lengths))
-    return meaning
-
-
 def filter_response_headers(block: bytes) -> tuple[bytes, int]:
     """The header block of a response head without its hop-by-hop lines, and `R_*` flags.
 
     `block` is the head between the status line and the blank line, every header line preceded
-    by its CRLF (`b"\\r\\nServer: x\\r\\nContent-Length: 2"`); so is the result (with the
-    Content-Length line last). Removed: the hop-by-hop headers (Connection, Keep-Alive,
-    Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade) and the headers that Connection names.
+    by its CRLF (`b"\\r\\nServer: x\\r\\nContent-Length: 2"`); so is the result (the lines
+    kept in their order). Removed: the hop-by-hop headers (Connection, Keep-Alive, Proxy-*, TE,
+    Trailer, Transfer-Encoding, Upgrade) and the headers that Connection names.
     """
     block, flags, _ = filter_response_head(block)
     return block, flags
 
 
+# The first bytes of the header names the proxy must look at: a line that starts with any other
+# is forwarded as it is.
+_SPECIAL_FIRST = frozenset(b"cCkKpPtTuU"[i : i + 1] for i in range(10))
+# What a header line is, by its bytes: 0 an end-to-end line (kept); > 0 a hop-by-hop line
+# (dropped), `_DROP` with its `R_*` flags; < 0 a Content-Length line (kept), -1 - the length;
+# `_COMPLEX` a Connection line that names other headers (the whole block is then read by
+# `_filter_named`). A backend sends mostly the same lines (only a few values vary: a date, a
+# request id), so this is mostly a hit, looked up in C (`map`). Bounded: cleared when full.
+_LINE_KINDS: dict[bytes, int] = {}
+_LINE_KINDS_MAX = 1024
+_MAX_KNOWN_LINE = 256  # (longer lines are not kept)
+_DROP = 16
+_COMPLEX = 32
+_HOP_BY_HOP = {
+    b"keep-alive": _DROP,
+    b"te": _DROP,
+    b"trailer": _DROP,
+    b"transfer-encoding": _DROP | R_CHUNKED,
+    b"upgrade": _DROP,
+}
+
+
+def _kind(name: bytes, value: bytes) -> int:
+    """What a header line is (see `_LINE_KINDS`), from its name (lower case) and value. Raises
+    ValueError on a Content-Length that is not a number (llhttp refuses it too)."""
+    if name == b"content-length":
+        return -1 - int(value)
+    if name == b"connection":
+        lowered = value.strip(b" \t").lower()
+        if lowered == b"keep-alive":
+            return _DROP | R_KEEP_ALIVE
+        if lowered == b"close":
+            return _DROP | R_CLOSE
+        tokens = connection_tokens(lowered, None)
+        if tokens - CONNECTION_OPTIONS:
+            return _COMPLEX
+        return _DROP | (R_CLOSE if b"close" in tokens else 0) | (R_KEEP_ALIVE if b"keep-alive" in tokens else 0)
+    kind = _HOP_BY_HOP.get(name, 0)
+    if not kind and name.startswith(b"proxy-"):
+        kind = _DROP
+    return kind
+
+
+def _line_kind(line: bytes) -> int:
+    """`_kind` of a header line, remembered in `_LINE_KINDS`."""
+    if line[:1] in _SPECIAL_FIRST:
+        name, _, value = line.partition(b":")
+        kind = _kind(name.rstrip(b" \t").lower(), value)
+    else:
+        kind = 0
+    if len(line) <= _MAX_KNOWN_LINE:
+        if len(_LINE_KINDS) >= _LINE_KINDS_MAX:
+            _LINE_KINDS.clear()
+        _LINE_KINDS[line] = kind
+    return kind
+
+
 def filter_response_head(block: bytes) -> tuple[bytes, int, int]:
-    """`filter_response_headers`, and the Content-Length (-1 without one)."""
-    parts = _RESPONSE_SPECIAL.split(block)
-    if len(parts) == 1:
-        return block, 0, -1
-    lines = tuple(parts[1::3])
-    meaning = _MEANINGS.get(lines)
-    if meaning is None:
-        meaning = _meaning(lines)
-    block = b"".join(parts[::3])
+    """`filter_response_headers`, and the Content-Length (-1 without one).
+
+    The block is split into lines (C code), each looked up in `_LINE_KINDS`; only the lines not
+    seen before are read. (This replaced one regular-expression split, whose engine costs about
+    250 instructions at each line start and 10 per byte: 20k instructions for a 6-header nginx
+    head, against 14k now. Looking at the first byte of each line in Python, or looking the
+    lines up with `map`, cost more.)
+    """
+    lines = block.split(b"\r\n")
+    flags = 0
     length = -1
-    for k in meaning.lengths:
-        line = parts[k]
-        block += b"\r\n" + line
-        length = int(line[line.find(b":") + 1 :])  # (llhttp refuses two different lengths)
-    if meaning.named:
-        names = b"|".join(re.escape(t) for t in sorted(meaning.named))
-        block = re.sub(rb"\r\n(?:" + names + rb")[ \t]*:[^\r]*", b"", block, flags=re.IGNORECASE)
-    return block, meaning.flags, length
+    dropped = None
+    kinds = _LINE_KINDS
+    for line in lines:
+        kind = kinds.get(line)
+        if kind is None:
+            kind = _line_kind(line)
+        if kind:
+            if kind < 0:
+                length = -1 - kind  # (llhttp refuses two Content-Length lines)
+                flags |= R_LENGTH
+            elif kind == _COMPLEX:
+                return _filter_named(block)
+            else:
+                flags |= kind
+                if dropped is None:
+                    dropped = [line]
+                else:
+                    dropped.append(line)
+    if dropped is None:
+        return block, flags, length
+    for line in dropped:
+        lines.remove(line)
+    return b"\r\n".join(lines), flags & ~_DROP, length
+
+
+def _filter_named(block: bytes) -> tuple[bytes, int, int]:
+    """`filter_response_head` for a block whose Connection header names other headers: every
+    line is read."""
+    lines = []
+    named: set[bytes] = set()
+    flags = 0
+    length = -1
+    for line in block.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        lname = name.rstrip(b" \t").lower()
+        if lname == b"connection":
+            tokens = connection_tokens(value, None)
+            named |= tokens - CONNECTION_OPTIONS
+            flags |= (R_CLOSE if b"close" in tokens else 0) | (R_KEEP_ALIVE if b"keep-alive" in tokens else 0)
+            continue
+        kind = _kind(lname, value)
+        if kind > 0:
+            flags |= kind & ~_DROP
+            continue
+        if kind < 0:
+            length = -1 - kind
+            flags |= R_LENGTH
+        lines.append((lname, line))
+    return b"".join([b"\r\n" + line for lname, line in lines if lname not in named]), flags, length
 
 
 MAX_MEMO_HEAD = 4096
+
+# The status codes (as their 3 bytes in a status line) of responses whose body is framed by a
+# Content-Length: not 1xx, 204 or 304, which have none.
+_FRAMED_BY_LENGTH = {b"%d" % code: code for code in range(200, 1000) if code not in (204, 304)}
+
+
+class _EndCounter:
+    """The protocol of `Upstream.whole_parser`: only `on_message_complete`, a C callable that
+    appends to a list (httptools calls nothing for the methods a protocol does not have)."""
+
+    __slots__ = ("on_message_complete",)
+
+    def __init__(self, ends: list[None]) -> None:
+        self.on_message_complete = functools.partial(list.append, ends, None)
 
 
 class KnownResponse:
@@ -202,6 +264,10 @@ class Upstream(asyncio.Protocol):
         # No `on_header` method: httptools then makes no call per header (see module doc).
         # `on_message_begin` is only called on the general way (see `data_received`).
         self.parser = httptools.HttpResponseParser(self)
+        # The parser of whole responses framed by their length (`_whole`): no Python method is
+        # called from it but a count of message ends (C code, no frame).
+        self._ends: list[None] = []
+        self.whole_parser = httptools.HttpResponseParser(_EndCounter(self._ends))
         self.exchange: Exchange | None = None
         self.hbuf = b""  # the bytes received since the response head began (while `in_head`)
         self.in_head = True
@@ -255,26 +321,26 @@ class Upstream(asyncio.Protocol):
         # completes in this chunk (see `on_message_complete`).
         self.last_activity = now = self._time()
         key = None
-        if self.in_head and not self.hbuf and data[0] == 72:  # ("H": no blank line before the head)
+        if (
+            self.in_head
+            and not self.hbuf
+            and data[0] == 72  # ("H": no blank line before the head)
+            and (end := data.find(b"\r\n\r\n")) > 0
+            and ex.request_done
+            and not ex.is_head
+        ):
             misses = self.known_misses
             if misses >= _KNOWN_TRIES:
                 # This backend's heads do not repeat: the memo is left alone for a while.
                 self.known_misses = 0 if misses > _KNOWN_TRIES + _KNOWN_PAUSE else misses + 1
-            elif (end := data.find(b"\r\n\r\n")) > 0:
+            else:
                 # The shortest way: a response head seen before (`known_response`), the whole
-                # response in this read, for a keep-alive HTTP/1.1 client whose request is all
-                # sent. The head is forwarded as it was the first time; its body is opaque bytes
-                # of a known length; the parser stays at the start of a message, unused.
+                # response in this read, for a keep-alive HTTP/1.1 client. The head is
+                # forwarded as it was the first time; its body is opaque bytes of a known
+                # length; the parsers stay at the start of a message, unused.
                 key = data[:end]
                 known = self._known.get(key)
-                if (
-                    known is not None
-                    and len(data) - end - 4 == known.length
-                    and ex.request_done
-                    and ex.keep_alive
-                    and ex.http11
-                    and not ex.is_head
-                ):
+                if known is not None and len(data) - end - 4 == known.length and ex.keep_alive and ex.http11:
                     client = ex.client
                     if not client.closing:
                         self.known_misses = 0
@@ -282,25 +348,12 @@ class Upstream(asyncio.Protocol):
                         ex.status = known.code
                         if client.writable:
                             client.send(known.out + data[end + 4 :] if known.length else known.out)
-                        pool = self.pool
-                        idle = pool.idle.get(self.key) if known.keep else None
-                        if (
-                            idle is not None
-                            and len(idle) < pool.max_idle_per_backend
-                            and not (self.dead or self.write_paused or self.reading_paused or self.reset_parser)
-                        ):
-                            # `pool.done`, inline for the common case: back to the pool
-                            self.exchange = None
-                            ex.upstream = None
-                            self.idle_since = now
-                            self.stale = self.reused = True
-                            idle.append(self)
-                            client.response_complete(ex, now)
-                        else:
-                            pool.done(self, ex, known.keep)
+                        self._finish(ex, known.keep, now)
                         return
                 if known is None:
                     self.known_misses = misses + 1
+            if self._whole(ex, data, end, key, now):
+                return
         self.head_key = key  # (the head found above: `on_headers_complete` takes it)
         self.got_bytes = True
         if self.in_head:
@@ -326,6 +379,81 @@ class Upstream(asyncio.Protocol):
                 obuf.clear()
                 if client.writable:
                     client.send(out)
+
+    def _whole(self, ex: Exchange, data: bytes, end: int, key: bytes | None, now: float) -> bool:
+        """A whole response in `data`, its head ending at `end`, framed by its Content-Length
+        (the common response), for a request that is all sent: forwarded without a Python call
+        from the parser (see the module doc). False when it is not such a response."""
+        code = _FRAMED_BY_LENGTH.get(data[9:12])
+        if code is None:
+            return False
+        try:
+            block, flags, length = filter_response_head(data[data.find(b"\r\n") : end])
+        except ValueError:  # (a Content-Length that is not a number: llhttp refuses it)
+            return False
+        if flags & R_CHUNKED or len(data) - end - 4 != length:
+            return False
+        # llhttp checks every byte and counts the message end, which must be this one.
+        ends = self._ends
+        try:
+            self.whole_parser.feed_data(data)
+        except httptools.HttpParserError:
+            ends.clear()
+            self.pool.broken(self, "invalid_response")
+            return True
+        if len(ends) != 1 or self.whole_parser.get_status_code() != code:
+            ends.clear()  # (cannot be: the head was read as llhttp reads it)
+            self.pool.broken(self, "invalid_response")
+            return True
+        ends.clear()
+        # keep-alive as llhttp decides it (its flags are reset once the message is complete)
+        if data[5:6] != b"0" and data[7:8] != b"0":
+            keep = not flags & R_CLOSE
+        else:
+            keep = bool(flags & R_KEEP_ALIVE) and not flags & R_CLOSE
+        ex.resp_started = True
+        ex.status = code
+        client = ex.client
+        if not ex.keep_alive or client.closing:
+            ex.keep_alive = False
+            end_lines = b"\r\nConnection: close\r\n\r\n"
+        elif not ex.http11:
+            end_lines = b"\r\nConnection: keep-alive\r\n\r\n"
+        else:
+            end_lines = b"\r\n\r\n"
+        status = STATUS_LINES.get(code) or b"HTTP/1.1 %d " % code
+        if client.writable:
+            client.send(b"".join((status, block, end_lines, data[end + 4 :])))
+        if self.known_misses < _KNOWN_TRIES:
+            if key is None:
+                key = data[:end]
+            answer = known_response(key, code, flags, length, status + block + b"\r\n\r\n")
+            if answer is not None:
+                known = self._known
+                if len(known) >= _MAX_KNOWN:
+                    known.clear()
+                known[key] = answer
+        self._finish(ex, keep, now)
+        return True
+
+    def _finish(self, ex: Exchange, keep: bool, now: float) -> None:
+        """A response forwarded whole: this connection back to the pool (`pool.done`, inline
+        for the common case) and the exchange complete."""
+        pool = self.pool
+        idle = pool.idle.get(self.key) if keep else None
+        if (
+            idle is not None
+            and len(idle) < pool.max_idle_per_backend
+            and not (self.dead or self.write_paused or self.reading_paused or self.reset_parser)
+        ):
+            self.exchange = None
+            ex.upstream = None
+            self.idle_since = now
+            self.stale = self.reused = True
+            idle.append(self)
+            ex.client.response_complete(ex, now)
+        else:
+            pool.done(self, ex, keep)
 
     # -- httptools callbacks -----------------------------------------------------------------
 
