@@ -11,22 +11,38 @@ rollouts). Here a child process (`proxy_worker`) runs a real `ProxyServer` on it
   `stats` and `close` wait for the child's reply, which carries the child's exception
   (`PortInUseError` with its message, `KeyError`). `set_routing` is fire-and-forget but ordered
   behind every earlier call; RoutingTables are frozen dataclasses, sent by value.
-* Local copies: `routing()` and `services()` answer from what was sent (what the child has
-  or is about to have, given the order), so they stay synchronous as on `ProxyServer`.
-* Lifetime: the child is spawned on first use, so a follower that never leads starts none. It
+* Local state: the services (name -> port and host, as last added) and routing tables (as last
+  set) are kept here. `routing()` and `services()` answer from them, so they stay synchronous
+  as on `ProxyServer`, and a new child is brought up from them (below).
+* Lifetime: the child is spawned on first use, so a follower that never leads starts none (if
+  that first start fails, the call raises `ProxyProcessError` and the next call tries again). It
   exits when the channel reaches EOF (this process exited or was killed), and `close()` asks
   it to close, then reaps it (killing it if it does not exit in time).
+* Supervision: a child that dies on its own (OOM-killed, `kill -9`, a crash) is reaped, its
+  exit logged (pid, exit code or signal), and a new one spawned after a backoff (`restart_delay`
+  doubling up to `restart_delay_max`; back to `restart_delay` once a child had stayed up for
+  `stable_after` seconds; a spawn that fails backs off further). A new child is restored before
+  anything else reaches it: in one batch written to its channel, `add_service` of every service
+  on its last port and host, then every last routing table; later calls queue behind the batch.
+  A port the restored service cannot bind yet (still held by the dying child, say) is retried
+  (0.1 s doubling to 1 s) until it binds or the caller adds or removes that service itself.
+  `restarts` counts the restarts; the admin's `/metrics` shows it as
+  `rollouts_proxy_process_restarts_total`.
+* While a child is being restarted (from its EOF until the new one is restored): `set_routing`
+  and `remove_service` only change the local state, which the restore applies (the latest table
+  wins; a removed service is not restored), so neither is lost nor fails. `add_service` and
+  `stats` fail at once with `ProxyProcessError` ("restarting"), an OSError that the runtime logs
+  and retries as any listen failure (rather than stall its loop for up to the backoff); calls in
+  flight when the child died fail with it too (`remove_service` excepted: the service is gone
+  from the state a new child is restored from). `/metrics` shows the controller's series alone.
 * Metrics: the admin listener stays here, in the controller process. Its `/metrics` is the
   controller's registry rendered here followed by the proxy's series rendered by the child,
   fetched per scrape; `/stats` is the child's, fetched per request. Why here and not in the
   child: the controller's part is the expensive one (up to ~90 ms at 10,000 rollouts) and
   lives here, the admin port is part of the host's start-up (its retry on a port the previous
   leader still holds), and `/healthz` should answer for the controller; a scrape costs the child
-  only its own series. The two texts have disjoint metric families, so their concatenation is
-  a valid exposition.
-
-A child that dies unexpectedly is not restarted: calls then raise `ProxyProcessError` (an
-OSError, which the runtime logs and retries as any listen failure) and the error is logged.
+  only its own series. The texts have disjoint metric families, so their concatenation is a
+  valid exposition.
 """
 
 from __future__ import annotations
@@ -36,11 +52,14 @@ import contextlib
 import errno
 import json
 import logging
+import signal
 import socket
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import generate_latest
 
 from rollouts.platform.embedded.proxy import PortInUseError
@@ -54,14 +73,39 @@ log = logging.getLogger(__name__)
 
 WORKER_MODULE = "rollouts.platform.embedded.proxy_worker"
 
+REBIND_DELAY = 0.1  # first retry of a port a restored service could not bind yet, doubling...
+REBIND_DELAY_MAX = 1.0  # ...up to this (the runtime retries its own binds every second too)
+
 
 class ProxyProcessError(ConnectionError):
-    """The proxy process is not there to answer (it failed to start, or exited)."""
+    """The proxy process is not there to answer (it failed to start, exited, or is restarting)."""
+
+
+class _Child:
+    """One incarnation of the proxy process: its process, our end of its channel, its calls."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, writer: asyncio.StreamWriter, started: float) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.writer = writer
+        self.started = started  # (the injected clock's time)
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.reader: asyncio.Task[None] | None = None  # done at EOF: the child is gone
+
+    def exit_text(self) -> str:
+        """How it ended: `exited with code C`, `was killed by SIGKILL` (once reaped), `exited`."""
+        code = self.proc.returncode
+        if code is None:
+            return f"the proxy process (pid {self.pid}) exited"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f"the proxy process (pid {self.pid}) was killed by {signal.Signals(-code).name}"
+        return f"the proxy process (pid {self.pid}) exited with code {code}"
 
 
 class ProxyProcess:
-    """A `ProxyServer` in a child process (see the module docstring). `registry`: the
-    controller's metrics, served by the admin listener before the proxy's."""
+    """A `ProxyServer` in a child process, restarted when it dies (see the module docstring).
+    `registry`: the controller's metrics, served by the admin listener before the proxy's."""
 
     def __init__(
         self,
@@ -69,61 +113,83 @@ class ProxyProcess:
         *,
         start_timeout: float = 15.0,
         call_timeout: float = 30.0,
+        restart_delay: float = 0.1,
+        restart_delay_max: float = 5.0,
+        stable_after: float = 10.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
         **options: Any,
     ) -> None:
-        """`options`: `ProxyServer` keyword arguments (timeouts, limits), sent to the child."""
+        """`options`: `ProxyServer` keyword arguments (timeouts, limits), sent to the child.
+        `sleep` and `clock`: the restart backoff's waits and the children's up time (tests)."""
         self.registry = registry
         self.options = dict(options)
         self.start_timeout = start_timeout
         self.call_timeout = call_timeout
+        self.restart_delay = restart_delay
+        self.restart_delay_max = restart_delay_max
+        self.stable_after = stable_after
         self.shutdown_grace = float(options.get("shutdown_grace", 5.0))
-        self.pid: int | None = None
+        self.pid: int | None = None  # the current (or last) child's
         self.loop_name = ""
-        self._proc: asyncio.subprocess.Process | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        self.restarts = 0
+        self._sleep = sleep
+        self._clock = clock
+        self._child: _Child | None = None  # up and restored; None before start, while restarting
+        self._down: str | None = None  # why the child is being restarted, while it is
+        self._dying: _Child | None = None  # a dead child the supervisor is reaping
         self._starting: asyncio.Lock | None = None
-        self._backlog: list[bytes] = []  # set_routing before the child is up
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._supervisor: asyncio.Task[None] | None = None  # from the first start to close
+        self._rebinding: asyncio.Task[None] | None = None  # a restore's ports not bound yet
+        self._restoring: dict[str, tuple[int, str]] = {}  # (those the restore still owns)
         self._next_id = 1
-        self._failed: str | None = None  # why the child is gone, once it is
-        self._services: dict[str, int] = {}
+        self._services: dict[str, tuple[int, str]] = {}  # name -> (port, host), as last added
         self._tables: dict[str, RoutingTable] = {}
         self._admin: _Admin | None = None
         self._closed = False
+        self.own_metrics = CollectorRegistry(auto_describe=True)
+        self._restarts_total = Counter(
+            "rollouts_proxy_process_restarts",
+            "Times the proxy process died and was started again",
+            registry=self.own_metrics,
+        )
 
     # -- the ProxyServer API ---------------------------------------------------------------------
 
     async def add_service(self, name: str, port: int, host: str = "127.0.0.1") -> int:
-        """Listen for `name` on `host:port` in the child; the bound port (see `ProxyServer`)."""
+        """Listen for `name` on `host:port` in the child; the bound port (see `ProxyServer`).
+        Raises `ProxyProcessError` while the child is restarting."""
         if self._closed:
             raise RuntimeError("the proxy is closed")
+        self._restoring.pop(name, None)  # this call decides its listener now, not the restore
         bound = int(await self._call("add_service", name, port, host))
-        self._services[name] = bound
+        self._services[name] = (bound, host)
         self._tables.setdefault(name, RoutingTable())
         return bound
 
     async def remove_service(self, name: str) -> None:
+        """Stop listening for `name` and forget its routing; never fails for want of a child
+        (one being restarted is restored without it)."""
         self._services.pop(name, None)
         self._tables.pop(name, None)
-        if self._writer is not None and self._failed is None and not self._closed:
+        self._restoring.pop(name, None)
+        if self._child is None or self._closed:
+            return
+        with contextlib.suppress(ProxyProcessError):  # died meanwhile: its successor lacks it
             await self._call("remove_service", name)
 
     def set_routing(self, name: str, table: RoutingTable) -> None:
         """Send the routing table of `name`; it takes effect in the child after every earlier
-        call, and before every later one."""
+        call, and before every later one (while restarting: the restore sends the latest)."""
         if not isinstance(table, RoutingTable):
             raise TypeError(f"set_routing needs a RoutingTable, got {type(table).__name__}")
         if self._tables.get(name) == table:
             return  # unchanged (the child would ignore it too): no message
         self._tables[name] = table
-        if self._closed or self._failed is not None:
-            return
-        message = frame((0, "set_routing", (name, table)))
-        if self._writer is None:
-            self._backlog.append(message)  # written first thing when the child is up
-        else:
-            self._writer.write(message)
+        child = self._child
+        if child is not None and not self._closed and child.reader is not None and not child.reader.done():
+            child.writer.write(frame((0, "set_routing", (name, table))))
+        # (no child: the first start, or the restart, sends every table from `_tables`)
 
     def routing(self, name: str) -> RoutingTable:
         """The routing table of `name` as last sent (empty for a service without one yet)."""
@@ -133,12 +199,12 @@ class ProxyProcess:
         return table
 
     def services(self) -> dict[str, int]:
-        """Listening services: name -> port."""
-        return dict(self._services)
+        """Listening services (while restarting: those the new child will listen for): name -> port."""
+        return {name: port for name, (port, _) in self._services.items()}
 
     async def stats(self, service: str | None = None) -> dict[str, Any]:
         """The child's `ProxyServer.stats` (a coroutine here: it is asked for)."""
-        if self._writer is None:
+        if self._child is None and self._supervisor is None:  # never started
             if service is not None:
                 raise KeyError(f'no service "{service}" in the proxy')
             return {"services": {}}
@@ -146,8 +212,9 @@ class ProxyProcess:
         return result
 
     async def metrics_text(self) -> bytes:
-        """The proxy's series in Prometheus text format, rendered by the child."""
-        if self._writer is None or self._failed is not None:
+        """The proxy's series in Prometheus text format, rendered by the child (none while
+        there is no child)."""
+        if self._child is None:
             return b""
         text: bytes = await self._call("metrics")
         return text
@@ -163,8 +230,9 @@ class ProxyProcess:
         return admin.port
 
     async def close(self) -> None:
-        """Stop the admin listener, ask the child to close its proxy (requests in flight get up
-        to `shutdown_grace`), then reap it; kill it if it does not exit in time."""
+        """Stop the admin listener and the supervision (a restart in progress included), ask the
+        child to close its proxy (requests in flight get up to `shutdown_grace`), then reap it;
+        kill it if it does not exit in time."""
         if self._closed:
             return
         self._closed = True
@@ -172,40 +240,162 @@ class ProxyProcess:
             await self._admin.aclose()
             self._admin = None
         if self._starting is not None:
-            async with self._starting:  # a start in progress finishes first
+            async with self._starting:  # a first start in progress finishes first
                 pass
-        proc, writer = self._proc, self._writer
-        if proc is None:
+        for task in (self._supervisor, self._rebinding):
+            if task is not None:
+                task.cancel()  # (a spawn in progress kills its half-started child)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._supervisor = self._rebinding = None
+        dying, self._dying = self._dying, None
+        if dying is not None:
+            await self._reap(dying)
+        child, self._child = self._child, None
+        if child is None:
             return
-        if writer is not None and self._failed is None:
+        if child.reader is not None and not child.reader.done():
             with contextlib.suppress(ProxyProcessError, TimeoutError):
-                await asyncio.wait_for(self._request("close"), self.shutdown_grace + 5.0)
-        await self._stop_child(proc, writer)
+                await asyncio.wait_for(self._request(child, "close"), self.shutdown_grace + 5.0)
+        await self._stop_child(child)
 
     # -- the child -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Spawn the child (once) and wait until it is ready."""
+        """Spawn the child (once: later ones are the supervisor's) and wait until it is ready."""
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
-            if self._writer is not None or self._closed:
+            if self._closed or self._supervisor is not None:
                 return
-            if self._failed is not None:
-                raise ProxyProcessError(self._failed)
             try:
-                await asyncio.wait_for(self._spawn(), self.start_timeout)
-            except Exception as exc:
-                self._failed = f"the proxy process did not start: {exc or type(exc).__name__}"
-                if self._proc is not None:
-                    await self._stop_child(self._proc, self._writer)
-                raise ProxyProcessError(self._failed) from exc
+                async with asyncio.timeout(self.start_timeout):
+                    child = await self._spawn()
+            except Exception as exc:  # (the next call tries again)
+                raise ProxyProcessError(f"the proxy process did not start: {exc or type(exc).__name__}") from exc
+            self._restore(child)
+            self._supervisor = asyncio.create_task(self._supervise(child), name="proxy-process-supervisor")
 
-    async def _spawn(self) -> None:
+    async def _supervise(self, child: _Child) -> None:
+        """Until `close()`: when the child dies, reap it and start another, restored."""
+        try:
+            await self._supervise_children(child)
+        except Exception:  # (a bug: say so, rather than stop restarting in silence)
+            log.exception("proxy process supervision failed: a proxy process that exits is not restarted")
+            raise
+
+    async def _supervise_children(self, child: _Child) -> None:
+        delay = self.restart_delay
+        while True:
+            assert child.reader is not None
+            await asyncio.shield(child.reader)  # (close() cancels us, not the reader)
+            if self._closed:
+                return
+            if self._child is child:
+                self._child = None
+            if self._clock() - child.started >= self.stable_after:
+                delay = self.restart_delay  # it had been up for a while: not a crash loop
+            self._down = child.exit_text()
+            self._dying = child  # (reaped by close() if it cancels us meanwhile)
+            await self._reap(child)
+            self._dying = None
+            self._down = child.exit_text()  # (now with its exit code or signal)
+            log.error(
+                "%s after %.1f s up; restarting it in %.1f s (its Services are not served meanwhile)",
+                self._down,
+                self._clock() - child.started,
+                delay,
+            )
+            while True:
+                await self._sleep(delay)
+                delay = min(delay * 2, self.restart_delay_max)
+                try:
+                    async with asyncio.timeout(self.start_timeout):
+                        child = await self._spawn()
+                except Exception as exc:
+                    log.error(
+                        "the proxy process did not start again: %s; next try in %.1f s",
+                        exc or type(exc).__name__,
+                        delay,
+                    )
+                    continue
+                break
+            self.restarts += 1
+            self._restarts_total.inc()
+            self._restore(child)
+            self._down = None
+            log.warning(
+                "proxy process restarted (pid %s, restart %d): %d services and %d routing tables restored",
+                child.pid,
+                self.restarts,
+                len(self._services),
+                len(self._tables),
+            )
+
+    def _restore(self, child: _Child) -> None:
+        """Bring `child` to the local state and make it the current child, in one step (no
+        await): its channel gets every service's `add_service`, then every routing table, before
+        any later call can write to it."""
+        adds: list[tuple[str, tuple[int, str], asyncio.Future[Any]]] = []
+        for name, (port, host) in self._services.items():
+            adds.append((name, (port, host), self._send(child, "add_service", (name, port, host))))
+        for name, table in self._tables.items():
+            child.writer.write(frame((0, "set_routing", (name, table))))
+        self._restoring = {name: where for name, where, _ in adds}
+        self._child = child
+        if self._rebinding is not None:
+            self._rebinding.cancel()  # (a previous child's: it would stop on its own)
+            self._rebinding = None
+        if adds:
+            self._rebinding = asyncio.create_task(self._rebind(child, adds), name="proxy-process-rebind")
+
+    async def _rebind(self, child: _Child, adds: list[tuple[str, tuple[int, str], asyncio.Future[Any]]]) -> None:
+        """Await the restore's `add_service` replies; retry those that could not bind (a port
+        still held, say) while the restore owns them (no `add_service`/`remove_service` since)."""
+        with contextlib.suppress(ConnectionError):
+            await child.writer.drain()
+        delay = REBIND_DELAY
+        retried: set[str] = set()
+        while adds:
+            failed: list[tuple[str, tuple[int, str]]] = []
+            for name, where, future in adds:
+                try:
+                    await future
+                except OSError as exc:  # PortInUseError, ProxyProcessError
+                    if self._child is not child or self._closed:
+                        return  # the child died (its successor restores afresh) or we closed
+                    if self._restoring.get(name) == where:
+                        if name not in retried:
+                            log.warning("service %s: cannot listen again after the restart: %s (retrying)", name, exc)
+                        retried.add(name)
+                        failed.append((name, where))
+                    continue
+                except Exception:
+                    log.exception("service %s: cannot listen again after the restart", name)
+                else:
+                    if name in retried:
+                        log.warning("service %s: listening again on %s:%s", name, where[1], where[0])
+                if self._restoring.get(name) == where:
+                    del self._restoring[name]
+            if not failed:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, REBIND_DELAY_MAX)
+            if self._child is not child or self._closed:
+                return
+            adds = [
+                (name, (port, host), self._send(child, "add_service", (name, port, host)))
+                for name, (port, host) in failed
+                if self._restoring.get(name) == (port, host)
+            ]
+
+    async def _spawn(self) -> _Child:
+        """A new child, ready (its "ready" message read), its reader started; on any failure
+        (cancellation included) the half-started child is killed and reaped."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-            self._proc = await asyncio.create_subprocess_exec(
+            proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 WORKER_MODULE,
@@ -221,31 +411,34 @@ class ProxyProcess:
             raise
         finally:
             theirs.close()  # the child has its copy; ours must not keep the channel open
+        self.pid = proc.pid
+        writer: asyncio.StreamWriter | None = None
         try:
             reader, writer = await asyncio.open_unix_connection(sock=ours)
-        except BaseException:
-            ours.close()
-            raise
-        try:
             writer.write(frame(self.options))
             hello = await read_message(reader)
             if not (isinstance(hello, tuple) and hello[:1] == ("ready",)):
                 raise ProxyProcessError(f"unexpected first message from the proxy process: {hello!r}")
         except BaseException:
-            writer.close()  # (the child then exits at EOF; `start` reaps it)
+            if writer is None:
+                ours.close()
+            else:
+                writer.close()
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()  # (it serves nothing yet: no grace)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(proc.wait())
             raise
-        _, self.pid, self.loop_name = hello
-        backlog, self._backlog = self._backlog, []
-        for message in backlog:
-            writer.write(message)
-        self._writer = writer
-        self._reader_task = asyncio.create_task(self._read_replies(reader), name="proxy-process-replies")
+        _, _, self.loop_name = hello
+        child = _Child(proc, writer, self._clock())
+        child.reader = asyncio.create_task(self._read_replies(child, reader), name="proxy-process-replies")
+        return child
 
-    async def _read_replies(self, reader: asyncio.StreamReader) -> None:
+    async def _read_replies(self, child: _Child, reader: asyncio.StreamReader) -> None:
         try:
             while True:
                 request_id, ok, value = await read_message(reader)
-                future = self._pending.pop(request_id, None)
+                future = child.pending.pop(request_id, None)
                 if future is None or future.done():
                     continue
                 if ok:
@@ -256,55 +449,68 @@ class ProxyProcess:
             pass
         except Exception:
             log.exception("proxy process: bad message on the control channel")
-        proc = self._proc
-        code = proc.returncode if proc is not None else None
-        self._failed = f"the proxy process (pid {self.pid}) exited" + (f" with code {code}" if code is not None else "")
-        if not self._closed:
-            log.error("%s: Services are not served until the controller restarts", self._failed)
-        for future in self._pending.values():
+        # EOF: the child is gone (or going). Its calls in flight fail; the supervisor restarts it.
+        gone = child.exit_text()
+        for future in child.pending.values():
             if not future.done():
-                future.set_exception(ProxyProcessError(self._failed))
-        self._pending.clear()
+                future.set_exception(ProxyProcessError(gone))
+        child.pending.clear()
 
     async def _call(self, op: str, *args: Any) -> Any:
-        if self._writer is None:
-            await self.start()
         if self._closed:
             raise RuntimeError("the proxy is closed")
-        return await asyncio.wait_for(self._request(op, *args), self.call_timeout)
+        if self._child is None and self._supervisor is None:
+            await self.start()
+        child = self._child
+        if child is None:
+            if self._closed:
+                raise RuntimeError("the proxy is closed")
+            raise ProxyProcessError(f"{self._down or 'the proxy process exited'}; it is being restarted")
+        return await asyncio.wait_for(self._request(child, op, *args), self.call_timeout)
 
-    async def _request(self, op: str, *args: Any) -> Any:
-        writer = self._writer
-        if self._failed is not None or writer is None:
-            raise ProxyProcessError(self._failed or "the proxy process is not running")
+    def _send(self, child: _Child, op: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Write a request to `child`; the future of its reply."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if child.reader is not None and child.reader.done():
+            future.set_exception(ProxyProcessError(child.exit_text()))
+            return future
         request_id = self._next_id
         self._next_id += 1
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        try:
-            writer.write(frame((request_id, op, args)))
-            await writer.drain()
-            return await future
-        finally:
-            self._pending.pop(request_id, None)
+        child.pending[request_id] = future
+        # A restore's replies may be left unawaited (a newer restore, close()): no "exception was
+        # never retrieved" for them. Awaiting callers still get the exception.
+        future.add_done_callback(_retrieve)
+        child.writer.write(frame((request_id, op, args)))
+        return future
 
-    async def _stop_child(self, proc: asyncio.subprocess.Process, writer: asyncio.StreamWriter | None) -> None:
-        """Close our end (the child exits at EOF if it has not yet), wait for it, kill if late."""
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
+    async def _request(self, child: _Child, op: str, *args: Any) -> Any:
+        future = self._send(child, op, args)
         try:
-            await asyncio.wait_for(proc.wait(), self.shutdown_grace + 5.0)
+            await child.writer.drain()
+        except ConnectionError as exc:
+            future.cancel()
+            raise ProxyProcessError(child.exit_text()) from exc
+        return await future
+
+    async def _reap(self, child: _Child) -> None:
+        """Wait for a child whose channel reached EOF to exit (it does at EOF); kill it if late."""
+        child.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await child.writer.wait_closed()
+        try:
+            await asyncio.wait_for(child.proc.wait(), self.shutdown_grace + 5.0)
         except TimeoutError:
-            log.error("proxy process %s did not exit: killing it", proc.pid)
+            log.error("proxy process %s did not exit: killing it", child.pid)
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-        if self._reader_task is not None:
+                child.proc.kill()
+            await child.proc.wait()
+
+    async def _stop_child(self, child: _Child) -> None:
+        """Close our end (the child exits at EOF if it has not yet), wait for it, kill if late."""
+        await self._reap(child)
+        if child.reader is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
-            self._reader_task = None
+                await child.reader
 
 
 class _Admin(AdminEndpoint):
@@ -339,7 +545,7 @@ class _Admin(AdminEndpoint):
             if path == "/metrics":
                 child = await proxy.metrics_text()
                 own = _render(proxy.registry) if proxy.registry is not None else b""
-                return 200, METRICS_CONTENT_TYPE, own + child
+                return 200, METRICS_CONTENT_TYPE, own + generate_latest(proxy.own_metrics) + child
             if path == "/stats" or path == "/stats/":
                 return 200, "application/json", json.dumps(await proxy.stats(None)).encode()
             if path.startswith("/stats/"):
@@ -354,6 +560,11 @@ class _Admin(AdminEndpoint):
         if path in ("/healthz", "/"):
             return 200, text, b"ok\n"
         return 404, text, b"404 not found\n"
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _no_stats(service: str | None) -> dict[str, Any]:
