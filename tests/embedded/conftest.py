@@ -326,6 +326,15 @@ class RawClient:
             await self.writer.wait_closed()
 
 
+async def two_requests(port: int, first_method: str = "GET") -> tuple[RawResponse, RawResponse]:
+    """`first_method /1` then `GET /2` on one keep-alive connection to `port`."""
+    c = await RawClient.connect(port)
+    try:
+        return await c.request(first_method, "/1"), await c.request("GET", "/2")
+    finally:
+        await c.close()
+
+
 BackendFactory = Callable[[str], Awaitable[TestBackend]]
 ProxyFactory = Callable[..., ProxyServer]
 

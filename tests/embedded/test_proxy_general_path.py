@@ -16,7 +16,7 @@ from rollouts.platform.embedded import upstream
 from rollouts.platform.embedded.proxy_request import CONNECTION_OPTIONS, connection_tokens
 from rollouts.platform.embedded.routing import Backend
 from rollouts.platform.embedded.upstream import R_CHUNKED, R_CLOSE, R_KEEP_ALIVE, R_LENGTH, filter_response_head
-from tests.embedded.conftest import ProxyFactory, RawClient, table
+from tests.embedded.conftest import ProxyFactory, RawClient, table, two_requests
 from tests.embedded.test_proxy_heads import ScriptedBackend, _proxy_to, scripted  # noqa: F401 (fixture)
 
 T = 10.0  # bound of each test, seconds
@@ -178,12 +178,7 @@ async def test_responses_in_pieces_take_the_parsers_way(
 ) -> None:
     async with asyncio.timeout(T):
         _, b, port = await _proxy_to(make_proxy, scripted, segments, [_head(2) + b"ok"])
-        c = await RawClient.connect(port)
-        try:
-            first = await c.request("GET", "/1")
-            second = await c.request("GET", "/2")
-        finally:
-            await c.close()
+        first, second = await two_requests(port)
     assert (first.status, first.body, first.header("X-Request-Id")) == (200, body, "1")
     assert (second.body, second.header("X-Request-Id")) == (b"ok", "2")
     assert whole[-1] is True  # (the second, whole, went the short way)
@@ -197,12 +192,7 @@ async def test_bytes_after_a_whole_response_are_not_forwarded(
 ) -> None:
     async with asyncio.timeout(T):
         _, b, port = await _proxy_to(make_proxy, scripted, [_head(1) + b"hiEXTRA"], [_head(2) + b"ok"])
-        c = await RawClient.connect(port)
-        try:
-            first = await c.request("GET", "/1")
-            second = await c.request("GET", "/2")
-        finally:
-            await c.close()
+        first, second = await two_requests(port)
     assert (first.body, second.body) == (b"hi", b"ok")
     assert whole[0] is False  # longer than its length: the parser's way, which closes the connection
     assert b.connections == 2
@@ -259,12 +249,7 @@ async def test_responses_not_framed_by_their_length_take_the_parsers_way(
 ) -> None:
     async with asyncio.timeout(T):
         _, b, port = await _proxy_to(make_proxy, scripted, [response], [_head(2) + b"ok"])
-        c = await RawClient.connect(port)
-        try:
-            first = await c.request("GET", "/1")
-            second = await c.request("GET", "/2")
-        finally:
-            await c.close()
+        first, second = await two_requests(port)
     assert (first.status, first.body, first.keep_alive) == (status, body, True)
     assert header in first.headers
     assert second.body == b"ok"
@@ -279,12 +264,7 @@ async def test_a_head_request_takes_the_parsers_way(
 ) -> None:
     async with asyncio.timeout(T):
         _, b, port = await _proxy_to(make_proxy, scripted, [_head(1, length=13)], [_head(2) + b"ok"])
-        c = await RawClient.connect(port)
-        try:
-            first = await c.request("HEAD", "/1")
-            second = await c.request("GET", "/2")
-        finally:
-            await c.close()
+        first, second = await two_requests(port, "HEAD")
     assert (first.status, first.body, first.header("Content-Length")) == (200, b"", "13")
     assert second.body == b"ok"
     assert whole == [True]  # (only the GET)
@@ -310,12 +290,7 @@ async def test_whole_responses_keep_the_backend_connection_as_llhttp_would(
 ) -> None:
     async with asyncio.timeout(T):
         _, b, port = await _proxy_to(make_proxy, scripted, [response], [_head(2) + b"ok"])
-        c = await RawClient.connect(port)
-        try:
-            first = await c.request("GET", "/1")
-            second = await c.request("GET", "/2")
-        finally:
-            await c.close()
+        first, second = await two_requests(port)
     assert first.keep_alive and first.header("Connection") is None
     assert first.body == response.partition(b"\r\n\r\n")[2]
     assert second.body == b"ok"
@@ -379,12 +354,7 @@ async def test_an_invalid_whole_response_is_a_502(
 ) -> None:
     async with asyncio.timeout(T):
         _, b, port = await _proxy_to(make_proxy, scripted, [response], [_head(2) + b"ok"])
-        c = await RawClient.connect(port)
-        try:
-            first = await c.request("GET", "/1")
-            second = await c.request("GET", "/2")
-        finally:
-            await c.close()
+        first, second = await two_requests(port)
     assert first.status == 502 and b"invalid response from upstream" in first.body
     assert second.body == b"ok"
     assert b.connections == 2  # the broken connection was closed
@@ -402,12 +372,7 @@ async def test_a_whole_response_after_an_interim_one_read_apart(
             [b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", _head(1) + b"hi"],
             [_head(2) + b"ok"],
         )
-        c = await RawClient.connect(port)
-        try:
-            first = await c.request("GET", "/1")
-            second = await c.request("GET", "/2")
-        finally:
-            await c.close()
+        first, second = await two_requests(port)
     assert (first.status, first.body, first.header("Link")) == (200, b"hi", None)
     assert second.body == b"ok"
     assert whole == [False, True, True]  # (the 103 by the parser, then the 200 whole)

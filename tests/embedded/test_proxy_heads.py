@@ -20,7 +20,7 @@ from rollouts.platform.embedded.upstream import (
     R_LENGTH,
     filter_response_headers,
 )
-from tests.embedded.conftest import ProxyFactory, RawClient, table
+from tests.embedded.conftest import ProxyFactory, RawClient, table, two_requests
 
 T = 10.0  # bound of each test, seconds
 
@@ -208,12 +208,7 @@ async def test_trailers_do_not_leak_into_the_next_response(
     plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\ncd"
     async with asyncio.timeout(T):
         _, b, port = await _proxy_to(make_proxy, scripted, [chunked], [plain])
-        c = await RawClient.connect(port)
-        try:
-            first = await c.request("GET", "/1")
-            second = await c.request("GET", "/2")
-        finally:
-            await c.close()
+        first, second = await two_requests(port)
         assert first.body == b"ab" and first.header("Transfer-Encoding") == "chunked"
         assert second.body == b"cd" and second.header("X-Trailer") is None
         assert b.connections == 1

@@ -12,7 +12,7 @@ import pytest
 from rollouts.platform.embedded import upstream
 from rollouts.platform.embedded.proxy import ProxyServer
 from rollouts.platform.embedded.proxy_request import HeadMemo, RequestHead
-from tests.embedded.conftest import BackendFactory, ProxyFactory, RawClient, TestBackend, table
+from tests.embedded.conftest import BackendFactory, ProxyFactory, RawClient, TestBackend, table, two_requests
 from tests.embedded.test_proxy_heads import ScriptedBackend, _proxy_to, scripted  # noqa: F401 (fixture)
 
 T = 10.0  # bound of each test, seconds
@@ -188,12 +188,7 @@ async def test_bytes_after_a_response_make_the_connection_unusable(
             [OK + b"hi" + b"HTTP/1.1 200 OK\r\nContent-Le"],  # the start of a response nobody asked for
             [OK + b"hi"],
         )
-        c = await RawClient.connect(port)
-        try:
-            first = await c.request("GET", "/1")
-            second = await c.request("GET", "/2")
-        finally:
-            await c.close()
+        first, second = await two_requests(port)
         assert first.body == second.body == b"hi"
         assert b.connections == 2  # the first connection was closed, not reused
 
