@@ -3,12 +3,16 @@
 The `canary` scenario of `bench/zero_downtime.py` (setWeight 20/40/60/80 with pauses, then
 promotion, under 50 requests/s through the stable Service), with the data plane in a child
 process: every routing swap crosses the control channel. Then the admin listener's `/metrics`
-shows the controller's series and the proxy's, and closing the host leaves no proxy process and
-no listener behind.
+shows the controller's series and the proxy's, the proxy process killed with SIGKILL comes back
+on its own with the rollout's routing, and closing the host leaves no proxy process and no
+listener behind.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import socket
 from pathlib import Path
 
@@ -56,6 +60,22 @@ async def test_canary_with_the_proxy_in_its_own_process(tmp_path: Path) -> None:
             if s.name.endswith("_total") and s.labels["service"] == "zd-canary"
         )
         assert proxied >= result.load.sent  # (the readiness checks of the load count too)
+
+        # The proxy process dies (an OOM kill, say): the supervisor brings it back with the
+        # Service on its port and v2 behind it, while the controller goes on.
+        [stable] = [port for name, port in proxy.services().items() if name.endswith("zd-canary")]
+        os.kill(pid, signal.SIGKILL)
+        answered: httpx.Response | None = None
+        async with httpx.AsyncClient(timeout=2.0) as client, asyncio.timeout(30):
+            while answered is None or proxy.pid == pid:
+                await asyncio.sleep(0.1)
+                try:
+                    answered = await client.get(f"http://127.0.0.1:{stable}/")
+                except httpx.TransportError:
+                    answered = None  # (down until the new child listens)
+        assert answered.status_code == 200 and answered.json()["version"] == "v2", answered.text
+        assert proxy.restarts == 1 and proxy.pid is not None and proxy.pid != pid
+        pid = proxy.pid
 
     load = result.load
     assert load.sent > 0 and load.failed == 0 and load.sent == load.ok, (load, result.timeline)
