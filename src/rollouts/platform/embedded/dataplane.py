@@ -11,7 +11,11 @@ from typing import Protocol
 
 from rollouts.platform.embedded.routing import RoutingTable
 
-__all__ = ["DataPlane"]
+__all__ = ["DataPlane", "PortInUseError"]
+
+
+class PortInUseError(OSError):
+    """The port asked for a service (or the admin listener) is taken by another socket."""
 
 
 class DataPlane(Protocol):

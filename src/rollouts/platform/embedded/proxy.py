@@ -75,6 +75,7 @@ from rollouts.platform.embedded.balancer import (
     WeightedBalancer,
     table_backend_keys,
 )
+from rollouts.platform.embedded.dataplane import PortInUseError
 from rollouts.platform.embedded.proxy_http import ClientConn, Exchange
 from rollouts.platform.embedded.proxy_metrics import AdminEndpoint, ProxyMetrics, RevisionStats
 from rollouts.platform.embedded.proxy_mirror import DEFAULT_MAX_BODY, MirrorSender
@@ -86,10 +87,6 @@ from rollouts.platform.embedded.upstream import Upstream, UpstreamPool
 __all__ = ["PortInUseError", "ProxyServer"]
 
 log = logging.getLogger(__name__)
-
-
-class PortInUseError(OSError):
-    """The port asked for a service is taken by another socket."""
 
 
 class Route:
@@ -292,14 +289,7 @@ class ProxyServer:
             return self._admin.port
         self._ensure_loop()
         admin = AdminEndpoint(self.metrics, self.stats)
-        try:
-            await admin.start(host, port)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUseError(
-                    errno.EADDRINUSE, f"cannot listen for the proxy admin: port {port} on {host} is in use"
-                ) from exc
-            raise
+        await admin.start(host, port)  # (PortInUseError when the port is taken)
         self._admin = admin
         return admin.port
 

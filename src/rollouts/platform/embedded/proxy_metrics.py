@@ -28,6 +28,7 @@ and the 95th-percentile latency, estimated from fine logarithmic latency buckets
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import time
 from bisect import bisect_left, bisect_right
@@ -43,6 +44,8 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+from rollouts.platform.embedded.dataplane import PortInUseError
 
 DURATION_BUCKETS: tuple[float, ...] = (
     0.001,
@@ -426,7 +429,15 @@ class AdminEndpoint:
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._connection, host, port)
+        """Listen on `host:port`; `PortInUseError` when the port is taken."""
+        try:
+            self._server = await asyncio.start_server(self._connection, host, port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(
+                    errno.EADDRINUSE, f"cannot listen for the proxy admin: port {port} on {host} is in use"
+                ) from exc
+            raise
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     def close(self) -> None:

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import signal
@@ -62,7 +61,6 @@ from typing import Any, cast
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import generate_latest
 
-from rollouts.platform.embedded.proxy import PortInUseError
 from rollouts.platform.embedded.proxy_channel import frame, read_message
 from rollouts.platform.embedded.proxy_metrics import METRICS_CONTENT_TYPE, AdminEndpoint, ProxyMetrics
 from rollouts.platform.embedded.routing import RoutingTable
@@ -225,7 +223,7 @@ class ProxyProcess:
         if self._admin is not None:
             return self._admin.port
         admin = _Admin(self)
-        await admin.start(host, port)  # (PortInUseError wording: see _Admin.start)
+        await admin.start(host, port)  # (PortInUseError when taken: AdminEndpoint.start)
         self._admin = admin
         return admin.port
 
@@ -521,16 +519,6 @@ class _Admin(AdminEndpoint):
         # (no metrics or stats of its own: `_answer`, overridden, never reads them)
         super().__init__(cast(ProxyMetrics, None), _no_stats)
         self._proxy = proxy
-
-    async def start(self, host: str, port: int) -> None:
-        try:
-            await super().start(host, port)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUseError(
-                    errno.EADDRINUSE, f"cannot listen for the proxy admin: port {port} on {host} is in use"
-                ) from exc
-            raise
 
     async def aclose(self) -> None:
         self.close()
