@@ -232,6 +232,16 @@ class RequestHead:
 _REQUEST_LINE = re.compile(rb"([^ ]+) +([^ \r]+)(?: +([A-Z]+/([0-9])\.([0-9])))? *\r\n")
 
 
+def _take_block(h: RequestHead, block: HeaderBlock) -> None:
+    """Copy onto the head what its header block says that the proxy reads per request."""
+    h.host = block.host
+    h.content_length = block.content_length
+    h.chunked = block.chunked
+    h.expect_continue = block.expect_continue
+    h.suffix = block.suffix
+    h.xff = block.xff
+
+
 def request_head(key: bytes, block: HeaderBlock | None = None) -> RequestHead:
     """Read a head that llhttp accepted (`key`: request line, header lines, blank line); with
     `block`, the analysis of its header lines (`analyse_header_block`), already made."""
@@ -260,12 +270,8 @@ def request_head(key: bytes, block: HeaderBlock | None = None) -> RequestHead:
     h.upgrade = method == b"CONNECT" or (block.upgrade_header and b"upgrade" in tokens)
     # forwarded as "method target HTTP/1.1"
     h.prefix = b"".join((method, b" ", url, b" HTTP/1.1\r\n", block.kept))
-    h.host = host = block.host
-    h.content_length = block.content_length
-    h.chunked = block.chunked
-    h.expect_continue = block.expect_continue
-    h.suffix = block.suffix
-    h.xff = block.xff
+    _take_block(h, block)
+    host = block.host
     h.memo = (
         h.http11
         and h.keep_alive
@@ -329,12 +335,7 @@ class HeadMemo:
             h.is_head = method == b"HEAD"
             h.http11 = h.keep_alive = True
             h.upgrade = method == b"CONNECT"
-            h.host = block.host
-            h.content_length = block.content_length
-            h.chunked = block.chunked
-            h.expect_continue = block.expect_continue
-            h.suffix = block.suffix
-            h.xff = block.xff
+            _take_block(h, block)
             h.memo = (
                 block.host is not None
                 and len(key) <= MAX_MEMO_HEAD

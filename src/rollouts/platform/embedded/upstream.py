@@ -207,6 +207,13 @@ def _filter_named(block: bytes) -> tuple[bytes, int, int]:
 
 MAX_MEMO_HEAD = 4096
 
+# How a forwarded response head ends, by [keep the client connection][client speaks HTTP/1.1]:
+# HTTP/1.1 keeps alive unless told, HTTP/1.0 closes unless told.
+END_LINES = (
+    (b"\r\nConnection: close\r\n\r\n", b"\r\nConnection: close\r\n\r\n"),
+    (b"\r\nConnection: keep-alive\r\n\r\n", b"\r\n\r\n"),
+)
+
 # The status codes (as their 3 bytes in a status line) of responses whose body is framed by a
 # Content-Length: not 1xx, 204 or 304, which have none.
 _FRAMED_BY_LENGTH = {b"%d" % code: code for code in range(200, 1000) if code not in (204, 304)}
@@ -414,13 +421,9 @@ class Upstream(asyncio.Protocol):
         ex.resp_started = True
         ex.status = code
         client = ex.client
-        if not ex.keep_alive or client.closing:
+        if ex.keep_alive and client.closing:
             ex.keep_alive = False
-            end_lines = b"\r\nConnection: close\r\n\r\n"
-        elif not ex.http11:
-            end_lines = b"\r\nConnection: keep-alive\r\n\r\n"
-        else:
-            end_lines = b"\r\n\r\n"
+        end_lines = END_LINES[ex.keep_alive][ex.http11]
         status = STATUS_LINES.get(code) or b"HTTP/1.1 %d " % code
         if client.writable:
             client.send(b"".join((status, block, end_lines, data[end + 4 :])))
@@ -517,11 +520,7 @@ class Upstream(asyncio.Protocol):
             keep = cl is not None and cl - ex.body_bytes <= KEEP_UNREAD_BODY
         if not keep:
             ex.keep_alive = False
-            end_lines = b"\r\nConnection: close\r\n\r\n"
-        elif not ex.http11:
-            end_lines = b"\r\nConnection: keep-alive\r\n\r\n"
-        else:
-            end_lines = b"\r\n\r\n"
+        end_lines = END_LINES[keep][ex.http11]
         out = head_out + end_lines
         client.obuf.append(out)  # corked
         if length >= 0 and self.known_misses < _KNOWN_TRIES:
