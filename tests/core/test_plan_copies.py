@@ -13,6 +13,7 @@ that fingerprints its inputs before and after.
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 import sys
 from collections.abc import Callable, Iterator
@@ -30,33 +31,23 @@ from rollouts.core.planner import plan as real_plan
 from rollouts.model.base import Model
 from rollouts.model.clone import deep_copy
 from rollouts.model.rollout import Condition, RolloutStatus
-from tests.core import (
-    sim,
-    test_bluegreen,
-    test_canary_steps,
-    test_ephemeral_metadata,
-    test_history_limits,
-    test_phase_conditions,
-    test_progress_deadline,
-    test_restart,
-    test_routes,
-    test_scaling,
-    test_scenario_regressions,
-    test_update_outcomes,
-)
+from tests.core import sim, test_canary_steps
 
-SCENARIO_MODULES: tuple[ModuleType, ...] = (
-    test_bluegreen,
-    test_canary_steps,
-    test_ephemeral_metadata,
-    test_history_limits,
-    test_phase_conditions,
-    test_progress_deadline,
-    test_restart,
-    test_routes,
-    test_scaling,
-    test_scenario_regressions,
-    test_update_outcomes,
+SCENARIO_MODULES: tuple[ModuleType, ...] = tuple(
+    importlib.import_module(f"tests.core.{name}")
+    for name in (
+        "test_bluegreen",
+        "test_canary_steps",
+        "test_ephemeral_metadata",
+        "test_history_limits",
+        "test_phase_conditions",
+        "test_progress_deadline",
+        "test_restart",
+        "test_routes",
+        "test_scaling",
+        "test_scenario_regressions",
+        "test_update_outcomes",
+    )
 )
 
 

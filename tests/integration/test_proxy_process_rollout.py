@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 from pathlib import Path
 
 import httpx
@@ -23,19 +22,9 @@ from bench.zero_downtime import HttpxLoad, Load, run_scenarios
 from prometheus_client.parser import text_string_to_metric_families
 
 from rollouts.platform.embedded.proxy_process import ProxyProcess
-from tests.embedded.test_proxy_process import alive
+from tests.embedded.test_proxy_process import alive, port_free
 
 pytestmark = pytest.mark.integration
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 async def test_canary_with_the_proxy_in_its_own_process(tmp_path: Path) -> None:
@@ -49,7 +38,7 @@ async def test_canary_with_the_proxy_in_its_own_process(tmp_path: Path) -> None:
         pid = proxy.pid
         assert pid is not None and alive(pid)
         ports = set(proxy.services().values())
-        assert ports and all(_listening(p) for p in ports)
+        assert ports and not any(port_free(p) for p in ports)
         async with httpx.AsyncClient(timeout=10.0) as client:
             text = (await client.get(f"http://127.0.0.1:{host.admin_port}/metrics")).text
         families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -81,4 +70,4 @@ async def test_canary_with_the_proxy_in_its_own_process(tmp_path: Path) -> None:
     assert load.sent > 0 and load.failed == 0 and load.sent == load.ok, (load, result.timeline)
     assert set(load.versions) == {"v1", "v2"}, load.versions
     assert not alive(pid), "closing the host reaps the proxy process"
-    assert not any(_listening(p) for p in ports)
+    assert all(port_free(p) for p in ports)
