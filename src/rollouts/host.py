@@ -36,6 +36,7 @@ from rollouts.platform.embedded.runtime import EmbeddedRuntime
 from rollouts.store.lease import DEFAULT_LEASE_DURATION, DEFAULT_RENEW_INTERVAL, LeaderElector
 from rollouts.store.protocol import AsyncSqliteStore
 from rollouts.store.sqlite import SqliteStore
+from rollouts.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +136,7 @@ class EmbeddedHost:
 
     async def _stop_controller(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
 
     async def close(self) -> None:
@@ -147,9 +146,7 @@ class EmbeddedHost:
         if not self.lost.is_set():
             await self.runtime.close()  # the lease is still renewed while pods stop
         if self._lease_task is not None:
-            self._lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
+            await stop_task(self._lease_task)
         for provider in self.providers.values():
             close = getattr(provider, "aclose", None)
             if close is not None:

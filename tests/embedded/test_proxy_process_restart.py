@@ -301,3 +301,36 @@ async def test_close_while_the_new_child_starts_leaves_no_process(make_process: 
         assert new is not None and not alive(new)
         assert proxy_children() == set()
         assert port_free(port)
+
+
+class LosesOneCancel(Backoff):
+    """A backoff sleep that swallows the first cancellation, as `asyncio.wait_for` does on
+    Python 3.11 when what it awaits completes at that moment (gh-86296): the supervisor then
+    runs on after `close()` cancelled it. This hung a whole CI run in `close()`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = 0
+
+    async def __call__(self, delay: float) -> None:
+        try:
+            await super().__call__(delay)
+        except asyncio.CancelledError:
+            self.lost += 1
+            if self.lost > 1:
+                raise
+
+
+async def test_close_ends_the_supervision_even_when_a_cancellation_is_lost(make_process: ProcessFactory) -> None:
+    async with asyncio.timeout(T):
+        backoff = LosesOneCancel()
+        proxy = make_process(sleep=backoff)
+        port = await proxy.add_service("one", 0)
+        backoff.hold()
+        dead = await kill_child(proxy)
+        await asyncio.wait_for(backoff.sleeping.wait(), BACK)
+        await asyncio.wait_for(proxy.close(), BACK)
+        assert backoff.lost == 1, "the supervisor was cancelled while it slept"
+        assert proxy.restarts == 0 and proxy.pid == dead, "no child is started after close()"
+        assert proxy_children() == set()
+        assert port_free(port)

@@ -64,6 +64,7 @@ from prometheus_client.exposition import generate_latest
 from rollouts.platform.embedded.proxy_channel import frame, read_message
 from rollouts.platform.embedded.proxy_metrics import METRICS_CONTENT_TYPE, AdminEndpoint, ProxyMetrics
 from rollouts.platform.embedded.routing import RoutingTable
+from rollouts.tasks import stop_task
 
 __all__ = ["ProxyProcess", "ProxyProcessError"]
 
@@ -241,10 +242,8 @@ class ProxyProcess:
             async with self._starting:  # a first start in progress finishes first
                 pass
         for task in (self._supervisor, self._rebinding):
-            if task is not None:
-                task.cancel()  # (a spawn in progress kills its half-started child)
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if task is not None:  # (a spawn in progress kills its half-started child)
+                await stop_task(task)
         self._supervisor = self._rebinding = None
         dying, self._dying = self._dying, None
         if dying is not None:
@@ -297,6 +296,8 @@ class ProxyProcess:
             self._dying = child  # (reaped by close() if it cancels us meanwhile)
             await self._reap(child)
             self._dying = None
+            if self._closed:  # (close() cancels us; this holds even if a cancel was lost)
+                return
             self._down = child.exit_text()  # (now with its exit code or signal)
             log.error(
                 "%s after %.1f s up; restarting it in %.1f s (its Services are not served meanwhile)",
@@ -306,6 +307,8 @@ class ProxyProcess:
             )
             while True:
                 await self._sleep(delay)
+                if self._closed:
+                    return
                 delay = min(delay * 2, self.restart_delay_max)
                 try:
                     async with asyncio.timeout(self.start_timeout):
@@ -318,6 +321,9 @@ class ProxyProcess:
                     )
                     continue
                 break
+            if self._closed:  # (too late to serve: close() is stopping us; let it not cut this short)
+                await asyncio.shield(self._stop_child(child))
+                return
             self.restarts += 1
             self._restarts_total.inc()
             self._restore(child)
@@ -493,22 +499,25 @@ class ProxyProcess:
     async def _reap(self, child: _Child) -> None:
         """Wait for a child whose channel reached EOF to exit (it does at EOF); kill it if late."""
         child.writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await child.writer.wait_closed()
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            await asyncio.wait_for(child.writer.wait_closed(), 1.0)  # (our end: closes at once)
         try:
             await asyncio.wait_for(child.proc.wait(), self.shutdown_grace + 5.0)
         except TimeoutError:
             log.error("proxy process %s did not exit: killing it", child.pid)
             with contextlib.suppress(ProcessLookupError):
                 child.proc.kill()
-            await child.proc.wait()
+            try:  # SIGKILL cannot be refused; a bound all the same, so close() always returns
+                await asyncio.wait_for(child.proc.wait(), 5.0)
+            except TimeoutError:
+                log.error("proxy process %s was killed but not reaped within 5 s", child.pid)
 
     async def _stop_child(self, child: _Child) -> None:
         """Close our end (the child exits at EOF if it has not yet), wait for it, kill if late."""
         await self._reap(child)
-        if child.reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await child.reader
+        if child.reader is not None:  # (it ends at EOF, which closing our end brings)
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(child.reader), 1.0)
 
 
 class _Admin(AdminEndpoint):

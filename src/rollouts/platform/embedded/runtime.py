@@ -59,6 +59,7 @@ from rollouts.platform.embedded.pods import (
 from rollouts.platform.embedded.podspec import ContainerSpec, PodSpec
 from rollouts.platform.embedded.routing import Backend, RevisionBackends, RoutingTable
 from rollouts.store.sqlite import Change, SqliteStore
+from rollouts.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +172,7 @@ class EmbeddedRuntime:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
         if self._bind_retry is not None:
             self._bind_retry.cancel()
         for task in list(self._background):
