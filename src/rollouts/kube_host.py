@@ -29,6 +29,7 @@ from rollouts.platform.kubernetes.job_provider import KubeJobProvider
 from rollouts.platform.kubernetes.leader import KubeLeaderElector, lease_name
 from rollouts.platform.kubernetes.platform import KubernetesPlatform
 from rollouts.platform.kubernetes.store import KubeStore
+from rollouts.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +154,7 @@ class KubeHost:
         self.lost.set()
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._tasks)
         if self.store is not None:
             await self.store.stop()
         if self.api is not None:

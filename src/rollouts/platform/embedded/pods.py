@@ -72,6 +72,7 @@ from rollouts.platform.embedded.processes import (
     process_is,
     process_start_time,
 )
+from rollouts.tasks import stop_tasks
 
 __all__ = [
     "ContainerProcess",
@@ -514,11 +515,8 @@ class PodSupervisor:
         tasks: list[asyncio.Task[None]] = []
         for pod in self._pods.values():
             pod.detached = True
-            tasks.extend(c.task for c in pod.containers if c.task is not None and not c.task.done())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            tasks.extend(c.task for c in pod.containers if c.task is not None)
+        await stop_tasks(tasks)
         self._pods.clear()
 
     async def close(self) -> None:

@@ -59,7 +59,7 @@ from rollouts.platform.embedded.pods import (
 from rollouts.platform.embedded.podspec import ContainerSpec, PodSpec
 from rollouts.platform.embedded.routing import Backend, RevisionBackends, RoutingTable
 from rollouts.store.sqlite import Change, SqliteStore
-from rollouts.tasks import stop_task
+from rollouts.tasks import stop_task, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -188,11 +188,7 @@ class EmbeddedRuntime:
         self._detached = True
         if self._bind_retry is not None:
             self._bind_retry.cancel()
-        tasks = [t for t in (self._task, *self._background) if t is not None and not t.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(t for t in (self._task, *self._background) if t is not None)
         await self.supervisor.detach()
         await self.proxy.close()
 
