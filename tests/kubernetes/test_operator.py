@@ -253,3 +253,23 @@ def test_blue_green_switches_active_service_on_promote(operator: Operator, kube_
     operator.write_status(patches.promote)
     operator.wait(healthy, "the cutover")
     assert kube_api.store.read("services", "default", "web")["spec"]["selector"][HASH] == v2
+
+
+def test_the_first_revision_is_healthy_when_the_watch_outruns_the_create(
+    operator: Operator, kube_api: KubeAPIServer
+) -> None:
+    """The kubelet's status reaches the controller on its ReplicaSet watch before the answer to
+    its create does (a busy controller reads its sockets in any order). The late answer must not
+    put the status-less ReplicaSet back in the cache: the controller then waited forever, silent,
+    for a readiness it had already been told of."""
+    release = kube_api.hold_next("POST", r"/namespaces/default/replicasets$")
+    kube_api.store.create("rollouts", rollout("web:v1", {"canary": {"steps": [{"setWeight": 50}]}}))
+    deadline = time.monotonic() + 30
+    while not any((rs.get("status") or {}).get("readyReplicas") for rs in kube_api.store.list("replicasets")):
+        assert time.monotonic() < deadline, f"no ready ReplicaSet:\n{operator.log.read_text()[-3000:]}"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the controller reads the watch events now: it waits on nothing else
+    release.set()
+    done = operator.wait(healthy, "the first revision to be healthy")
+    (rs,) = kube_api.store.list("replicasets", "default")
+    assert rs["metadata"]["name"] == f"web-{done['status']['stableRS']}"

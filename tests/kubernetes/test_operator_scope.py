@@ -152,8 +152,31 @@ def wait_until(ops: list[ScopedOperator], what: str, check: Callable[[], bool], 
             assert op.proc.poll() is None, f"controller exited:\n{op.log.read_text()[-3000:]}"
         if time.monotonic() > deadline:
             logs = "\n".join(op.log.read_text()[-2000:] for op in ops)
-            raise AssertionError(f"timed out waiting for {what}\n{logs}")
+            raise AssertionError(f"timed out waiting for {what}\n{logs}\n{cluster_state(ops[0].api)}")
         time.sleep(0.1)
+
+
+def cluster_state(api: KubeAPIServer) -> str:
+    """What a timed-out wait could not see in a silent controller's log: the Rollouts and
+    ReplicaSets as stored (with resourceVersions), and the controllers' last requests."""
+    lines = ["rollouts:"]
+    for ro in api.store.list("rollouts"):
+        s = ro.get("status") or {}
+        lines.append(
+            f"  {ro['metadata']['namespace']}/{ro['metadata']['name']} rv {ro['metadata']['resourceVersion']} "
+            f"gen {ro['metadata'].get('generation')}: phase {s.get('phase')} step {s.get('currentStepIndex')} "
+            f"observed {s.get('observedGeneration')} message {s.get('message')!r}"
+        )
+    lines.append("replicasets:")
+    for rs in api.store.list("replicasets"):
+        s = rs.get("status") or {}
+        lines.append(
+            f"  {rs['metadata']['namespace']}/{rs['metadata']['name']} rv {rs['metadata']['resourceVersion']}: "
+            f"spec {rs['spec'].get('replicas')} ready {s.get('readyReplicas', 0)}"
+        )
+    lines.append("the controllers' last requests:")
+    lines += [f"  {r.method} {r.path} {r.query or ''}" for r in api.requests[-40:]]
+    return "\n".join(lines)
 
 
 def set_image(api: KubeAPIServer, name: str, image: str, namespace: str = "default") -> None:

@@ -12,6 +12,7 @@ endpoints, as on a real cluster).
         api.store.put_status("replicasets", "default", "web-1", {"replicas": 1})
         api.fail_next("PUT", r"/rollouts/web$", 409)
         api.break_watches()
+        release = api.hold_next("POST", r"/replicasets$")  # applied now, answered on release.set()
         assert ("GET", "/version", {}) in api.requests
 
 URL layout: `/api/v1/...` (core) and `/apis/{group}/{version}/...`, then
@@ -116,6 +117,14 @@ class _Fault:
 
 
 @dataclass
+class _Hold:
+    method: str
+    pattern: re.Pattern[str]
+    remaining: int
+    release: threading.Event
+
+
+@dataclass
 class _Request:
     method: str
     path: str
@@ -194,6 +203,7 @@ class KubeAPIServer:
         self.port = 0
         self._requests: deque[RequestRecord] = deque(maxlen=request_log_limit)
         self._faults: list[_Fault] = []
+        self._holds: list[_Hold] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -257,6 +267,9 @@ class KubeAPIServer:
         with self._lock:
             watches = list(self._watches)
             streams = list(self._log_streams)
+            holds, self._holds = self._holds, []
+        for hold in holds:
+            hold.release.set()
         for watch in watches:
             watch.queue.put_nowait(_BREAK)
         for stream in streams:
@@ -330,6 +343,32 @@ class KubeAPIServer:
         fault = _Fault(method.upper(), re.compile(path_regex), status, times, message, retry_after, watch)
         with self._lock:
             self._faults.append(fault)
+
+    def hold_next(self, method: str, path_regex: str, times: int = 1) -> threading.Event:
+        """Apply the next `times` non-watch requests whose method is `method` ("*": any) and whose
+        path matches `path_regex` at once (the write is stored and its watch events go out), but
+        withhold their responses until the returned Event is set (or the server stops): a client
+        then sees the watch events of its own write, and what others wrote next, before the
+        write's answer, as a slow network or a busy client can on a real cluster."""
+        hold = _Hold(method.upper(), re.compile(path_regex), times, threading.Event())
+        with self._lock:
+            self._holds.append(hold)
+        return hold.release
+
+    def _take_hold(self, req: _Request) -> threading.Event | None:
+        if req.query.get("watch", "") in _TRUE:
+            return None
+        with self._lock:
+            for hold in self._holds:
+                # Used-up holds stay listed, so that stopping the server releases every one.
+                if hold.remaining > 0 and hold.method in ("*", req.method) and hold.pattern.search(req.path):
+                    hold.remaining -= 1
+                    return hold.release
+        return None
+
+    async def _await_release(self, release: threading.Event) -> None:
+        while not release.is_set():
+            await asyncio.sleep(0.01)
 
     def expire_history(self) -> None:
         """Compact the watch history: watching from any resourceVersion seen so far → 410 Expired."""
@@ -474,7 +513,12 @@ class KubeAPIServer:
                 return await self._pod_log(route, req, reader, writer)
             if req.method == "GET" and route.name is None and req.query.get("watch", "") in _TRUE:
                 return await self._watch(route, req, reader, writer)
-            code, body = self._resource(route, req)
+            release = self._take_hold(req)
+            try:
+                code, body = self._resource(route, req)
+            finally:
+                if release is not None:
+                    await self._await_release(release)
             await self._respond(writer, code, body, keep_alive=keep)
         except ApiError as err:
             await self._respond(writer, err.code, err.to_status(), keep_alive=keep, headers=err.headers)

@@ -10,7 +10,6 @@ process, so the planner sees a consistent snapshot without a round trip per obje
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ from rollouts.platform.kubernetes.api import ApiError, ExpiredError, KubeApi
 from rollouts.platform.kubernetes.resources import ResourceType
 from rollouts.store.errors import StoreError
 from rollouts.store.sqlite import Change
+from rollouts.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,15 @@ Obj = dict[str, Any]
 def _key(obj: Obj, rt: ResourceType) -> tuple[str, str]:
     meta = obj.get("metadata") or {}
     return (meta.get("namespace") or "") if rt.namespaced else "", str(meta.get("name", ""))
+
+
+def _parse_version(value: object) -> int | None:
+    text = str(value or "")
+    return int(text) if text.isdigit() else None
+
+
+def _version(obj: Obj | None) -> int | None:
+    return _parse_version(((obj or {}).get("metadata") or {}).get("resourceVersion"))
 
 
 class Informer:
@@ -67,9 +76,7 @@ class Informer:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
 
     def _apply(self, kind: str, obj: Obj) -> None:
         key = _key(obj, self.rt)
@@ -83,6 +90,25 @@ class Informer:
         self.on_change(
             Change(self.rt.kind, key[0], key[1], int(version) if version.isdigit() else 0, kind == "DELETED")
         )
+
+    def remember(self, kind: str, obj: Obj) -> bool:
+        """Put the answer of this process's own write into the cache (so the next read sees it),
+        unless the cache is already as new: the answer and the watch come on different
+        connections, and the watch may have delivered this write's event, and later ones (the
+        kubelet's status, a user's edit, a delete), before the answer is read. Applying the
+        answer then would put an older object back (or a deleted one) that no event would ever
+        correct. Whether the watch has passed it is told by resourceVersion: the last one the
+        stream reported, or the cached object's. They are compared as integers, as client-go's
+        mutation cache does; a version that is not a number is applied as before.
+        Returns whether the answer was applied."""
+        written = _version(obj)
+        if written is not None:
+            cached = self.cache.get(_key(obj, self.rt))
+            newest = max(_version(cached) or 0, _parse_version(self.resource_version) or 0)
+            if written <= newest:
+                return False
+        self._apply(kind, obj)
+        return True
 
     async def _list(self) -> None:
         items, version = await self.api.list(self.rt, self.namespace, self.label_selector)

@@ -159,13 +159,14 @@ class KubeStore:
 
     def _remember(self, obj: Obj) -> Obj:
         """Put what the API returned into the cache at once, so the next read sees our write
-        (and drop an object that no longer matches the instance selector, as its watch will)."""
+        (and drop an object that no longer matches the instance selector, as its watch will);
+        not when the watch has already brought this version or a later one (`Informer.remember`)."""
         kind = str(obj.get("kind", ""))
         informer = self.informers.get(kind)
         if informer is not None:
             labels = (obj.get("metadata") or {}).get("labels")
             ours = kind not in INSTANCE_SCOPED_KINDS or owned_by(labels, self.instance_id)
-            informer._apply("MODIFIED" if ours else "DELETED", copy.deepcopy(obj))
+            informer.remember("MODIFIED" if ours else "DELETED", copy.deepcopy(obj))
         return obj
 
     async def create(self, obj: Obj) -> Obj:
