@@ -497,18 +497,22 @@ class ProxyProcess:
         return await future
 
     async def _reap(self, child: _Child) -> None:
-        """Wait for a child whose channel reached EOF to exit (it does at EOF); kill it if late."""
+        """Wait for a child whose channel reached EOF to exit (it does at EOF); kill it if late.
+        (`asyncio.timeout`, not `wait_for`: on 3.11 `wait_for` can drop a cancel of ours.)"""
         child.writer.close()
         with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-            await asyncio.wait_for(child.writer.wait_closed(), 1.0)  # (our end: closes at once)
+            async with asyncio.timeout(1.0):  # (our end: it closes at once)
+                await child.writer.wait_closed()
         try:
-            await asyncio.wait_for(child.proc.wait(), self.shutdown_grace + 5.0)
+            async with asyncio.timeout(self.shutdown_grace + 5.0):
+                await child.proc.wait()
         except TimeoutError:
             log.error("proxy process %s did not exit: killing it", child.pid)
             with contextlib.suppress(ProcessLookupError):
                 child.proc.kill()
             try:  # SIGKILL cannot be refused; a bound all the same, so close() always returns
-                await asyncio.wait_for(child.proc.wait(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await child.proc.wait()
             except TimeoutError:
                 log.error("proxy process %s was killed but not reaped within 5 s", child.pid)
 
@@ -516,8 +520,7 @@ class ProxyProcess:
         """Close our end (the child exits at EOF if it has not yet), wait for it, kill if late."""
         await self._reap(child)
         if child.reader is not None:  # (it ends at EOF, which closing our end brings)
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(asyncio.shield(child.reader), 1.0)
+            await asyncio.wait([child.reader], timeout=1.0)
 
 
 class _Admin(AdminEndpoint):
