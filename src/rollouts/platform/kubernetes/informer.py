@@ -10,6 +10,7 @@ process, so the planner sees a consistent snapshot without a round trip per obje
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -82,16 +83,13 @@ class Informer:
         key = _key(obj, self.rt)
         obj.setdefault("kind", self.rt.kind)
         obj.setdefault("apiVersion", self.rt.api_version)
-        version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
         if kind == "DELETED":
             self.cache.pop(key, None)
         else:
             self.cache[key] = obj
-        self.on_change(
-            Change(self.rt.kind, key[0], key[1], int(version) if version.isdigit() else 0, kind == "DELETED")
-        )
+        self.on_change(Change(self.rt.kind, key[0], key[1], _version(obj) or 0, kind == "DELETED"))
 
-    def remember(self, kind: str, obj: Obj) -> bool:
+    def remember(self, kind: str, obj: Obj) -> None:
         """Put the answer of this process's own write into the cache (so the next read sees it),
         unless the cache is already as new: the answer and the watch come on different
         connections, and the watch may have delivered this write's event, and later ones (the
@@ -99,16 +97,15 @@ class Informer:
         answer then would put an older object back (or a deleted one) that no event would ever
         correct. Whether the watch has passed it is told by resourceVersion: the last one the
         stream reported, or the cached object's. They are compared as integers, as client-go's
-        mutation cache does; a version that is not a number is applied as before.
-        Returns whether the answer was applied."""
+        mutation cache does; a version that is not a number is applied as before. The cache
+        gets a copy of `obj` (the caller keeps the answer), made only when it is applied."""
         written = _version(obj)
         if written is not None:
             cached = self.cache.get(_key(obj, self.rt))
             newest = max(_version(cached) or 0, _parse_version(self.resource_version) or 0)
             if written <= newest:
-                return False
-        self._apply(kind, obj)
-        return True
+                return
+        self._apply(kind, copy.deepcopy(obj))
 
     async def _list(self) -> None:
         items, version = await self.api.list(self.rt, self.namespace, self.label_selector)

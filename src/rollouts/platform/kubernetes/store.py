@@ -166,7 +166,7 @@ class KubeStore:
         if informer is not None:
             labels = (obj.get("metadata") or {}).get("labels")
             ours = kind not in INSTANCE_SCOPED_KINDS or owned_by(labels, self.instance_id)
-            informer.remember("MODIFIED" if ours else "DELETED", copy.deepcopy(obj))
+            informer.remember("MODIFIED" if ours else "DELETED", obj)
         return obj
 
     async def create(self, obj: Obj) -> Obj:
